@@ -238,11 +238,17 @@ def _check_chain(stream_id: str, rows: list[asyncpg.Record], head: Any) -> Chain
         def broken(reason: str, row: asyncpg.Record = row) -> ChainBreak:
             return ChainBreak(stream_id, row["version"], row["event_id"], row["position"], reason)
 
-        if row["version"] != expected_version:
-            what = "missing" if row["version"] > expected_version else "duplicated"
-            return broken(
-                f"version {expected_version} is {what}: found version {row['version']} in its place"
+        if row["version"] > expected_version:
+            return ChainBreak(
+                stream_id,
+                expected_version,
+                None,
+                None,
+                f"version {expected_version} is missing: the next stored event is version {row['version']} "
+                f"(id {row['event_id']}): events were removed",
             )
+        if row["version"] < expected_version:
+            return broken(f"version {row['version']} is stored twice")
         if row["prev_hash"] != prev_hash:
             return broken("its previous-hash does not match the hash of the event before it")
         try:

