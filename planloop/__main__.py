@@ -1,0 +1,3 @@
+from planloop.cli import app
+
+app(prog_name="planloop")

@@ -1,0 +1,193 @@
+"""The `planloop` command line.
+
+Command groups to come (the HTTP API, `planloop audit ...`) attach with `app.add_typer(...)`. Heavy imports
+(temporalio, asyncpg) stay inside the commands that need them, so `planloop status` answers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import PlanloopError
+from .settings import Settings, load_settings
+
+app = typer.Typer(
+    name="planloop",
+    help="An event-sourced workflow engine for planning cycles: strategy, execute, learn, refine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out = Console()
+err = Console(stderr=True)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data folder of the embedded servers [env: PLANLOOP_DATA_DIR; default: the user data folder].",
+        show_default=False,
+    ),
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """Report a PlanloopError as one line on stderr and exit 1, without a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except PlanloopError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    from .logging import configure_logging
+
+    settings = load_settings(data_dir=data_dir)
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+@app.command()
+@user_errors
+def up(data_dir: DataDirOption = None) -> None:
+    """Run planloop: PostgreSQL and Temporal (embedded unless configured), migrations and the worker.
+
+    Runs in the foreground; Ctrl-C or SIGTERM stops everything it started.
+    """
+    from .stack import run_up
+
+    settings = _settings(data_dir)
+    code = asyncio.run(run_up(settings, _announce))
+    if code:
+        raise typer.Exit(code)
+
+
+def _announce(state: dict[str, Any], seconds: float) -> None:
+    pg, tp = state["postgres"], state["temporal"]
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("PostgreSQL", f"{pg['dsn']}  [dim]{'embedded' if pg['embedded'] else 'external'}[/]")
+    table.add_row(
+        "Temporal",
+        f"{tp['address']}  [dim]namespace {tp['namespace']}, task queue {state['task_queue']}, "
+        f"{'embedded' if tp['embedded'] else 'external'}[/]",
+    )
+    if tp["ui_url"]:
+        table.add_row("Temporal UI", tp["ui_url"])
+    table.add_row("Data folder", state["data_dir"])
+    out.print(f"[bold green]planloop is up[/] [dim](pid {state['pid']}, ready in {seconds:.1f} s)[/]")
+    out.print(table)
+    out.print("[dim]Press Ctrl-C to stop.[/]")
+
+
+@app.command()
+@user_errors
+def status(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show what `planloop up` runs on a data folder and whether each part answers.
+
+    Exits 0 when it is running, 1 when it is not.
+    """
+    from .stack import read_status
+
+    settings = load_settings(data_dir=data_dir)
+    report = read_status(settings.data_dir)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        _print_status(report)
+    if not report["running"]:
+        raise typer.Exit(1)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    if not report["running"]:
+        note = " (its last run did not shut down cleanly)" if report.get("stale") else ""
+        out.print(f"planloop is [bold]not running[/] on {report['data_dir']}{note}")
+        return
+
+    def mark(ok: bool | None) -> str:
+        return "[green]answers[/]" if ok else "[red]no answer[/]"
+
+    pg, tp = report["postgres"], report["temporal"]
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_column()
+    table.add_row("PostgreSQL", pg["dsn"], mark(pg.get("reachable")))
+    table.add_row("Temporal", f"{tp['address']} (namespace {tp['namespace']})", mark(tp.get("reachable")))
+    if tp.get("ui_url"):
+        table.add_row("Temporal UI", tp["ui_url"], mark(tp.get("ui_reachable")))
+    table.add_row("Data folder", report["data_dir"], "")
+    out.print(
+        f"planloop is [bold green]running[/] [dim](pid {report['pid']}, since {report['started_at']})[/]"
+    )
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def worker() -> None:
+    """Run only the worker against PLANLOOP_DATABASE_URL and PLANLOOP_TEMPORAL_ADDRESS (to scale out)."""
+    settings = _settings()
+    if not settings.database_url or not settings.temporal_address:
+        raise PlanloopError(
+            "`planloop worker` needs external servers: set PLANLOOP_DATABASE_URL and "
+            "PLANLOOP_TEMPORAL_ADDRESS (or use `planloop up`)"
+        )
+    asyncio.run(_run_worker_only(settings))
+
+
+async def _run_worker_only(settings: Settings) -> None:
+    import signal
+
+    from .worker import connect_client, run_worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = await connect_client(settings)
+    await run_worker(client, settings, stop)
+
+
+@app.command()
+@user_errors
+def migrate() -> None:
+    """Apply the event store's migrations to PLANLOOP_DATABASE_URL."""
+    from .stack import apply_migrations_to
+    from .worker import redact_dsn
+
+    settings = _settings()
+    if not settings.database_url:
+        raise PlanloopError(
+            "set PLANLOOP_DATABASE_URL to the database to migrate (`planloop up` migrates its own)"
+        )
+    applied = asyncio.run(apply_migrations_to(settings.database_url))
+    target = redact_dsn(settings.database_url)
+    if applied:
+        out.print(f"applied migrations {', '.join(map(str, applied))} to {target}")
+    else:
+        out.print(f"{target} is up to date")

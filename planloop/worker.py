@@ -1,0 +1,152 @@
+"""The Temporal worker: plan workflows and their activities on one task queue.
+
+`planloop up` runs it beside the embedded servers; `planloop worker` runs it alone against configured
+servers, as many times as the load needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigurationError, PlanloopError
+from .logging import get_logger
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from eventstore import EventStore
+
+log = get_logger(__name__)
+
+# Pure, deterministic code the sandbox may share across workflow runs instead of re-importing per run.
+SANDBOX_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "domain")
+
+
+async def connect_client(settings: Settings) -> Client:
+    """A Temporal client on `settings.temporal_address` with the pydantic data converter."""
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    if not settings.temporal_address:
+        raise ConfigurationError("no Temporal address: set PLANLOOP_TEMPORAL_ADDRESS (host:port)")
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+        )
+    except RuntimeError as exc:
+        raise PlanloopError(
+            f"cannot reach Temporal at {settings.temporal_address} ({_first_line(exc)}); "
+            "check PLANLOOP_TEMPORAL_ADDRESS"
+        ) from None
+
+
+async def open_event_store(settings: Settings) -> EventStore:
+    """The event store on `settings.database_url`, with the configured pool size."""
+    from eventstore import EventStore
+
+    if not settings.database_url:
+        raise ConfigurationError("no database: set PLANLOOP_DATABASE_URL (postgresql://...)")
+    try:
+        return await EventStore.connect(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+    except (TimeoutError, OSError) as exc:
+        raise PlanloopError(
+            f"cannot connect to PostgreSQL at {redact_dsn(settings.database_url)} ({_first_line(exc)}); "
+            "check PLANLOOP_DATABASE_URL"
+        ) from None
+    except Exception as exc:  # asyncpg's own errors: bad password, unknown database, ...
+        if type(exc).__module__.startswith("asyncpg"):
+            raise PlanloopError(
+                f"PostgreSQL at {redact_dsn(settings.database_url)} refused the connection "
+                f"({_first_line(exc)}); check PLANLOOP_DATABASE_URL"
+            ) from None
+        raise
+
+
+def load_workflows() -> list[type]:
+    import workflows
+
+    return list(getattr(workflows, "ALL_WORKFLOWS", ()))
+
+
+def load_activities(store: EventStore) -> list[Callable[..., Any]]:
+    """The activities package's own list; `build_activities(store)` binds them to the event store."""
+    import activities
+
+    build = getattr(activities, "build_activities", None)
+    if build is not None:
+        return list(build(store))
+    exposed = getattr(activities, "ALL_ACTIVITIES", None)
+    if exposed is not None:
+        return list(exposed)
+    return [
+        v for v in vars(activities).values() if callable(v) and hasattr(v, "__temporal_activity_definition")
+    ]
+
+
+async def run_worker(client: Client, settings: Settings, stop_event: asyncio.Event) -> None:
+    """Poll `settings.task_queue` until `stop_event` is set, then shut down gracefully."""
+    from temporalio.worker import Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+    store = await open_event_store(settings)
+    try:
+        workflow_classes = load_workflows()
+        activity_fns = load_activities(store)
+        if not workflow_classes and not activity_fns:
+            log.warning("nothing to run: no workflows or activities registered; worker idle")
+            await stop_event.wait()
+            return
+        sync = [fn for fn in activity_fns if not inspect.iscoroutinefunction(fn)]
+        executor = ThreadPoolExecutor(max_workers=max(4, settings.db_pool_max)) if sync else None
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=workflow_classes,
+            activities=activity_fns,
+            activity_executor=executor,
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+            ),
+        )
+        log.info(
+            "worker polling",
+            task_queue=settings.task_queue,
+            workflows=_names(workflow_classes),
+            activities=_names(activity_fns),
+        )
+        async with worker:
+            await stop_event.wait()
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        log.info("worker stopped", task_queue=settings.task_queue)
+    finally:
+        await store.close()
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN without its password, for messages and status files."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _names(items: Sequence[Any]) -> list[str]:
+    return [getattr(i, "__name__", repr(i)) for i in items]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
