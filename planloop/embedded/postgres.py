@@ -194,8 +194,11 @@ class EmbeddedPostgres:
                 log.info("removing stale postmaster.pid", pid=pid)
                 pid_file.unlink(missing_ok=True)
             return
-        # A postmaster orphaned by a killed planloop gets its shutdown signal at once; give it time to finish.
-        if _process.wait_until(lambda: not _is_postgres(pid), timeout=10, interval=0.1):
+        # A postmaster orphaned by a killed planloop got its shutdown signal with its parent's death (see
+        # `_process.spawn`): give it time to finish. One with a live parent belongs to someone else.
+        if _is_shutting_down_or_orphaned(pid, pid_file) and _process.wait_until(
+            lambda: not _is_postgres(pid), timeout=10, interval=0.1
+        ):
             return
         raise EmbeddedServerError(
             f"a PostgreSQL server (pid {pid}) is already running on {self.pgdata}; "
@@ -275,6 +278,18 @@ def _is_postgres(pid: int) -> bool:
         return False
     except psutil.AccessDenied:
         return True
+
+
+def _is_shutting_down_or_orphaned(pid: int, pid_file: Path) -> bool:
+    try:
+        status = pid_file.read_text().splitlines()[7].strip()
+    except (OSError, IndexError):
+        status = ""
+    try:
+        parent = psutil.Process(pid).ppid()
+    except psutil.Error:
+        return True
+    return status == "stopping" or parent == 1
 
 
 def _group_of(user: str) -> int:

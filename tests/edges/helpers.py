@@ -1,0 +1,105 @@
+"""Running `planloop` as a user would: a real subprocess, on free ports, with a throwaway data folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports (all sockets open at once, so no two are the same)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def planloop_env(ports: list[int], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLANLOOP_")}
+    pg, temporal, ui = ports
+    env.update(
+        PLANLOOP_POSTGRES_PORT=str(pg),
+        PLANLOOP_TEMPORAL_PORT=str(temporal),
+        PLANLOOP_TEMPORAL_UI_PORT=str(ui),
+        PLANLOOP_LOG_FORMAT="json",
+        **extra,
+    )
+    return env
+
+
+def planloop(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planloop", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+class Up:
+    """A `planloop up` running in the background; output goes to files so no pipe can fill up and block it."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], logs: Path) -> None:
+        self.data_dir = data_dir
+        logs.mkdir(parents=True, exist_ok=True)
+        n = len(list(logs.glob("up-*.out")))
+        self.stdout_path, self.stderr_path = logs / f"up-{n}.out", logs / f"up-{n}.err"
+        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "planloop", "up", "--data-dir", str(data_dir)],
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
+
+    def output(self) -> str:
+        return self.stdout_path.read_text() + self.stderr_path.read_text()
+
+    def wait_ready(self, timeout: float = 45) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while "planloop is up" not in self.stdout_path.read_text():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"planloop up exited with {self.proc.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"planloop up not ready after {timeout}s:\n{self.output()}")
+            time.sleep(0.05)
+        return json.loads((self.data_dir / "planloop.json").read_text())
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.proc.pid).children(recursive=True)
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def processes_using(path: Path) -> list[psutil.Process]:
+    """Live processes whose command line mentions `path` (our embedded servers name their data folders)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(path) in arg for arg in proc.info["cmdline"] or []):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def assert_all_gone(procs: list[psutil.Process], timeout: float = 10) -> None:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    assert not alive, f"left running: {[(p.pid, p.name()) for p in alive]}"
