@@ -1,0 +1,155 @@
+"""Time, fed in from outside: Tick turns passed deadlines into events; next_deadlines tells the workflow when
+to tick.
+
+The two agree by construction: every deadline next_deadlines lists is one a Tick at (or after) its time turns
+into an event, after which it is no longer listed. That keeps Tick idempotent and lets a workflow sleep on a
+durable timer until the earliest deadline, then tick.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from domain import commands as cmd
+from domain import events as ev
+from domain.base import DomainModel, UtcDateTime
+from domain.events import Event
+from domain.rules import calendar_of, meta
+from domain.state import Phase, PlanState
+from domain.tracking import REVENUE
+
+
+class DeadlineKind(StrEnum):
+    GATE_REMINDER = "gate_reminder"
+    GATE_ESCALATION = "gate_escalation"
+    MONTHLY_CLOSE = "monthly_close"
+    EXPLANATION_DUE = "explanation_due"
+    QUARTERLY_REVIEW = "quarterly_review"
+    PERIOD_END = "period_end"
+
+
+class Deadline(DomainModel):
+    at: UtcDateTime
+    kind: DeadlineKind
+    detail: str
+
+
+def _pending_approvers(state: PlanState) -> tuple[str, ...]:
+    gate, progress = state.current_gate, state.gate
+    assert gate is not None and progress is not None
+    return tuple(a for a in gate.approvers if a not in progress.approved_by)
+
+
+def _missing_actuals(state: PlanState, month: str) -> tuple[str, ...]:
+    actuals = state.current_actuals()
+    measures = (REVENUE, *(c.csf_id for c in state.csfs))
+    return tuple(m for m in measures if month not in actuals.get(m, {}))
+
+
+def next_deadlines(state: PlanState) -> list[Deadline]:
+    """Upcoming deadlines, earliest first, each one a Tick will act on."""
+    found: list[Deadline] = []
+    if state.phase is Phase.IN_REVIEW and state.gate is not None:
+        gate = state.approval_chain[state.gate.index]
+        if not state.gate.escalated:
+            if not state.gate.reminded:
+                found.append(
+                    Deadline(
+                        at=state.gate.due_at - gate.remind_before,
+                        kind=DeadlineKind.GATE_REMINDER,
+                        detail=gate.gate_id,
+                    )
+                )
+            found.append(
+                Deadline(at=state.gate.due_at, kind=DeadlineKind.GATE_ESCALATION, detail=gate.gate_id)
+            )
+    if state.phase is Phase.EXECUTING:
+        calendar = calendar_of(state)
+        for month in calendar.months():
+            if month not in state.overdue_months and _missing_actuals(state, month):
+                found.append(
+                    Deadline(at=calendar.close_at(month), kind=DeadlineKind.MONTHLY_CLOSE, detail=month)
+                )
+        held = {r.quarter for r in state.reviews}
+        for quarter in range(1, calendar.quarter_count() + 1):
+            if quarter not in held and quarter not in state.reviews_due:
+                found.append(
+                    Deadline(
+                        at=calendar.quarter_review_due(quarter),
+                        kind=DeadlineKind.QUARTERLY_REVIEW,
+                        detail=f"Q{quarter}",
+                    )
+                )
+        if not state.period_end_reached:
+            found.append(
+                Deadline(at=calendar.period_end(), kind=DeadlineKind.PERIOD_END, detail=state.unit_id)
+            )
+    if state.phase in (Phase.EXECUTING, Phase.LEARNING):
+        for deviation in state.deviations:
+            if deviation.explanation is None and not deviation.overdue_flagged:
+                found.append(
+                    Deadline(
+                        at=deviation.due_at, kind=DeadlineKind.EXPLANATION_DUE, detail=deviation.deviation_id
+                    )
+                )
+    return sorted(found, key=lambda d: (d.at, d.kind.value, d.detail))
+
+
+def decide_tick(state: PlanState, c: cmd.Tick) -> list[Event]:
+    return [
+        event
+        for deadline in next_deadlines(state)
+        if deadline.at <= c.at
+        for event in _on_deadline(state, c, deadline, c.at)
+    ]
+
+
+def _on_deadline(state: PlanState, c: cmd.Tick, deadline: Deadline, at: datetime) -> list[Event]:
+    kind = deadline.kind
+    if kind is DeadlineKind.GATE_REMINDER or kind is DeadlineKind.GATE_ESCALATION:
+        gate, progress = state.current_gate, state.gate
+        assert gate is not None and progress is not None
+        if kind is DeadlineKind.GATE_REMINDER:
+            # Past the deadline a reminder is moot: the escalation below replaces it.
+            if at >= progress.due_at:
+                return []
+            return [
+                ev.GateReminderSent(
+                    **meta(c),
+                    gate_index=progress.index,
+                    gate_id=gate.gate_id,
+                    due_at=progress.due_at,
+                    pending=_pending_approvers(state),
+                )
+            ]
+        return [
+            ev.GateEscalated(
+                **meta(c),
+                gate_index=progress.index,
+                gate_id=gate.gate_id,
+                due_at=progress.due_at,
+                fallback_approver=gate.fallback_approver,
+                pending=_pending_approvers(state),
+            )
+        ]
+    if kind is DeadlineKind.MONTHLY_CLOSE:
+        return [
+            ev.ActualsOverdue(
+                **meta(c),
+                month=deadline.detail,
+                missing=_missing_actuals(state, deadline.detail),
+                due_at=deadline.at,
+            )
+        ]
+    if kind is DeadlineKind.QUARTERLY_REVIEW:
+        return [ev.QuarterlyReviewDue(**meta(c), quarter=int(deadline.detail[1:]), due_at=deadline.at)]
+    if kind is DeadlineKind.PERIOD_END:
+        return [ev.PeriodEndReached(**meta(c), period_end=deadline.at)]
+    deviation = state.deviation(deadline.detail)
+    assert deviation is not None
+    return [
+        ev.ExplanationOverdue(
+            **meta(c), deviation_id=deviation.deviation_id, owner=deviation.owner, due_at=deviation.due_at
+        )
+    ]
