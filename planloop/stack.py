@@ -223,7 +223,11 @@ async def run_up(settings: Settings, announce: Callable[[dict[str, Any], float],
         if applied:
             log.info("migrations applied", versions=applied)
         client = await connect_client(effective)
-        worker = asyncio.create_task(run_worker(client, effective, stop), name="worker")
+        polling = asyncio.Event()
+        worker = asyncio.create_task(run_worker(client, effective, stop, polling), name="worker")
+        await asyncio.wait([worker, asyncio.create_task(polling.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if worker.done():
+            return await _supervise(stack, worker, stop)
         stack.write_state()
         announce(stack.state(), time.monotonic() - began)
         exit_code = await _supervise(stack, worker, stop)

@@ -92,8 +92,15 @@ def load_activities(store: EventStore) -> list[Callable[..., Any]]:
     ]
 
 
-async def run_worker(client: Client, settings: Settings, stop_event: asyncio.Event) -> None:
-    """Poll `settings.task_queue` until `stop_event` is set, then shut down gracefully."""
+async def run_worker(
+    client: Client, settings: Settings, stop_event: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Poll `settings.task_queue` until `stop_event` is set, then shut down gracefully.
+
+    `ready` is set once the worker polls (or idles, with nothing to run), so callers can report "up" only
+    after workflow definitions have passed the worker's validation.
+    """
+    ready = ready if ready is not None else asyncio.Event()
     from temporalio.worker import Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -103,6 +110,7 @@ async def run_worker(client: Client, settings: Settings, stop_event: asyncio.Eve
         activity_fns = load_activities(store)
         if not workflow_classes and not activity_fns:
             log.warning("nothing to run: no workflows or activities registered; worker idle")
+            ready.set()
             await stop_event.wait()
             return
         sync = [fn for fn in activity_fns if not inspect.iscoroutinefunction(fn)]
@@ -124,6 +132,7 @@ async def run_worker(client: Client, settings: Settings, stop_event: asyncio.Eve
             activities=_names(activity_fns),
         )
         async with worker:
+            ready.set()
             await stop_event.wait()
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)

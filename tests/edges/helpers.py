@@ -47,16 +47,27 @@ def planloop(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess
 
 
 class Up:
-    """A `planloop up` running in the background; output goes to files so no pipe can fill up and block it."""
+    """`planloop up` (or `worker`) in the background.
 
-    def __init__(self, data_dir: Path, env: dict[str, str], logs: Path) -> None:
+    Output goes to files, so no pipe can fill up and block it.
+    """
+
+    def __init__(
+        self, data_dir: Path, env: dict[str, str], logs: Path, command: tuple[str, ...] = ("up", "--data-dir")
+    ) -> None:
         self.data_dir = data_dir
         logs.mkdir(parents=True, exist_ok=True)
         n = len(list(logs.glob("up-*.out")))
         self.stdout_path, self.stderr_path = logs / f"up-{n}.out", logs / f"up-{n}.err"
         with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "planloop", "up", "--data-dir", str(data_dir)],
+                [
+                    sys.executable,
+                    "-m",
+                    "planloop",
+                    *command,
+                    *([str(data_dir)] if "--data-dir" in command else []),
+                ],
                 env=env,
                 stdout=out,
                 stderr=err,
@@ -65,15 +76,18 @@ class Up:
     def output(self) -> str:
         return self.stdout_path.read_text() + self.stderr_path.read_text()
 
-    def wait_ready(self, timeout: float = 45) -> dict[str, Any]:
+    def wait_for(self, text: str, timeout: float = 45) -> None:
         deadline = time.monotonic() + timeout
-        while "planloop is up" not in self.stdout_path.read_text():
+        while text not in self.output():
             if self.proc.poll() is not None:
-                raise AssertionError(f"planloop up exited with {self.proc.returncode}:\n{self.output()}")
+                raise AssertionError(f"planloop exited with {self.proc.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError(f"planloop up not ready after {timeout}s:\n{self.output()}")
+                raise AssertionError(f"no {text!r} from planloop after {timeout}s:\n{self.output()}")
             time.sleep(0.05)
+
+    def wait_ready(self, timeout: float = 45) -> dict[str, Any]:
+        self.wait_for("planloop is up", timeout)
         return json.loads((self.data_dir / "planloop.json").read_text())
 
     def descendants(self) -> list[psutil.Process]:

@@ -79,6 +79,8 @@ def test_up_status_second_up_and_clean_stop(data_dir: Path, env: dict[str, str],
 
         servers = up.descendants()
         assert {p.pid for p in servers} >= {state["postgres"]["pid"], state["temporal"]["pid"]}
+
+        check_external_servers_mode(state, env, tmp_path)
     except BaseException:
         up.kill()
         raise
@@ -175,3 +177,30 @@ def test_status_of_a_folder_never_used(tmp_path: Path, env: dict[str, str]) -> N
     result = planloop("status", "--data-dir", str(tmp_path), env=env)
     assert result.returncode == 1
     assert "not running" in result.stdout
+
+
+def check_external_servers_mode(state: dict, env: dict[str, str], tmp_path: Path) -> None:
+    """Configured addresses switch `up` to external servers (scale-out); `migrate` and `worker` use them."""
+    external = {
+        **env,
+        "PLANLOOP_DATABASE_URL": state["postgres"]["dsn"],
+        "PLANLOOP_TEMPORAL_ADDRESS": state["temporal"]["address"],
+    }
+    migrated = planloop("migrate", env=external)
+    assert migrated.returncode == 0 and "up to date" in migrated.stdout, migrated.stderr
+
+    worker = Up(tmp_path / "worker-data", external, tmp_path / "worker-logs", command=("worker",))
+    worker.wait_for("worker polling")
+    assert worker.descendants() == []
+    assert worker.terminate() == 0, worker.output()
+
+    other = tmp_path / "scaled-out"
+    up = Up(other, external, tmp_path / "scaled-out-logs")
+    try:
+        report = up.wait_ready()
+        assert report["postgres"]["embedded"] is False and report["temporal"]["embedded"] is False
+        assert report["temporal"]["ui_url"] is None
+        assert up.descendants() == []  # it started no servers of its own
+        assert not (other / "postgres").exists() and not (other / "temporal").exists()
+    finally:
+        assert up.terminate() == 0, up.output()
