@@ -147,6 +147,36 @@ def _print_status(report: dict[str, Any]) -> None:
     out.print(table)
 
 
+@app.command("settings")
+@user_errors
+def show_settings(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the settings as JSON.")] = False,
+) -> None:
+    """Show every setting: its environment variable, current value and meaning."""
+    from .settings import env_name
+    from .worker import redact_dsn
+
+    settings = load_settings(data_dir=data_dir)
+    rows = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if name == "database_url" and value:
+            value = redact_dsn(value)
+        rows.append({"variable": env_name(name), "value": value, "description": field.description})
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    table = Table(box=None)
+    table.add_column("variable", no_wrap=True, style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_column("description")
+    for row in rows:
+        shown = "[dim](unset)[/]" if row["value"] is None else str(row["value"])
+        table.add_row(row["variable"], shown, row["description"])
+    out.print(table)
+
+
 @app.command()
 @user_errors
 def worker() -> None:

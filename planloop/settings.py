@@ -41,9 +41,11 @@ class Settings(BaseSettings):
         "Unset: `planloop up` runs an embedded Temporal dev server under the data folder.",
     )
     temporal_namespace: str = Field(
-        default="default", description="Temporal namespace of the plan workflows."
+        default="default", min_length=1, description="Temporal namespace of the plan workflows."
     )
-    task_queue: str = Field(default="planloop", description="Temporal task queue the worker polls.")
+    task_queue: str = Field(
+        default="planloop", min_length=1, description="Temporal task queue the worker polls."
+    )
     data_dir: Path = Field(
         default_factory=default_data_dir,
         description="Folder holding the embedded PostgreSQL and Temporal data, their logs and the lock of "

@@ -83,3 +83,11 @@ def test_error_never_echoes_a_database_password(monkeypatch: pytest.MonkeyPatch)
         load_settings(database_url=["postgresql://u:secret@db/planloop"])  # not a string
     assert "PLANLOOP_DATABASE_URL" in str(info.value)
     assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["PLANLOOP_TASK_QUEUE", "PLANLOOP_TEMPORAL_NAMESPACE"])
+def test_empty_queue_or_namespace_is_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    # A worker on an empty task queue starts without complaint and never receives a task.
+    monkeypatch.setenv(name, "")
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings()

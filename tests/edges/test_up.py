@@ -204,3 +204,13 @@ def check_external_servers_mode(state: dict, env: dict[str, str], tmp_path: Path
         assert not (other / "postgres").exists() and not (other / "temporal").exists()
     finally:
         assert up.terminate() == 0, up.output()
+
+
+def test_settings_lists_every_variable(env: dict[str, str]) -> None:
+    secret = {**env, "PLANLOOP_DATABASE_URL": "postgresql://u:pw@db/planloop"}
+    result = planloop("settings", "--json", env=secret)
+    assert result.returncode == 0, result.stderr
+    rows = {row["variable"]: row for row in json.loads(result.stdout)}
+    assert rows["PLANLOOP_POSTGRES_PORT"]["value"] == int(env["PLANLOOP_POSTGRES_PORT"])
+    assert rows["PLANLOOP_DATABASE_URL"]["value"] == "postgresql://u:***@db/planloop"
+    assert all(row["description"] for row in rows.values())
