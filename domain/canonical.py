@@ -20,7 +20,9 @@ def _iso_utc(moment: datetime) -> str:
 
 
 def _duration(value: timedelta) -> str:
-    # ISO 8601 duration in whole seconds plus microseconds, the same shape pydantic emits for timedelta.
+    # ISO 8601 duration in seconds (plus microseconds), a shape pydantic reads back exactly.
+    if value < timedelta(0):
+        return "-" + _duration(-value)
     seconds = value.days * 86400 + value.seconds
     micros = f".{value.microseconds:06d}" if value.microseconds else ""
     return f"PT{seconds}{micros}S"
