@@ -35,10 +35,6 @@ def month_add(month: str, count: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def month_of(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
-
-
 def month_start(month: str) -> datetime:
     return datetime(int(month[:4]), int(month[5:7]), 1, tzinfo=UTC)
 

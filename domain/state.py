@@ -146,10 +146,9 @@ class PlanState(DomainModel):
     @property
     def strategy(self) -> PlanContent | None:
         """The strategy in force: the signed-off revision once there is one, else the latest draft."""
-        if self.signed_off_revision is not None:
-            signed = self.revision(self.signed_off_revision)
-            if signed is not None:
-                return signed.content
+        signed = self.revision(self.signed_off_revision) if self.signed_off_revision is not None else None
+        if signed is not None:
+            return signed.content
         latest = self.latest_revision
         return None if latest is None else latest.content
 

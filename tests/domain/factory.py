@@ -1,4 +1,5 @@
-"""Builders for domain tests: a German business-unit plan in cycle FY2027, and a harness that runs commands."""
+"""Builders for domain tests: a German business-unit plan in cycle FY2027, and a harness that runs
+commands."""
 
 from __future__ import annotations
 
@@ -130,11 +131,17 @@ def content(scale: int = 1000, **overrides: Any) -> PlanContent:
                 deadline=date(2027, 12, 31),
             ),
         ),
-        forecast=tuple(ForecastLine(month=m, amount=eur(p * scale)) for m, p in zip(MONTHS, PROFILE, strict=True)),
+        forecast=tuple(
+            ForecastLine(month=m, amount=eur(p * scale)) for m, p in zip(MONTHS, PROFILE, strict=True)
+        ),
         programs=(
             Program(program_id="P-FAIR", name="Hannover Messe", cost=eur(50000), expected_effect="120 leads"),
-            Program(program_id="P-PARTNER", name="Partner program", cost=eur(80000), expected_effect="8 partners"),
-            Program(program_id="P-WEBINAR", name="Webinar series", cost=eur(20000), expected_effect="300 leads"),
+            Program(
+                program_id="P-PARTNER", name="Partner program", cost=eur(80000), expected_effect="8 partners"
+            ),
+            Program(
+                program_id="P-WEBINAR", name="Webinar series", cost=eur(20000), expected_effect="300 leads"
+            ),
         ),
         budget=(
             BudgetLine(line_id="B-TRAVEL", category="travel", amount=eur(60000)),
@@ -200,7 +207,9 @@ class Harness:
         """Run a command at a moment one hour after the previous one."""
         return self.run(command_type(actor=actor, at=self.later(hours=1), **fields))
 
-    def refused(self, command_type: type[cmd.CommandBase], actor: str, code: str, **fields: Any) -> DomainError:
+    def refused(
+        self, command_type: type[cmd.CommandBase], actor: str, code: str, **fields: Any
+    ) -> DomainError:
         before = self.state
         with pytest.raises(DomainError) as caught:
             self.do(command_type, actor, **fields)

@@ -55,7 +55,9 @@ def test_a_plan_is_opened_once_and_nothing_happens_before() -> None:
         ({"approval_chain": (chain()[0].model_copy(update={"fallback_approver": AUTHOR}),)}, "invalid_chain"),
     ],
 )
-def test_a_plan_whose_chain_could_never_sign_off_is_not_opened(overrides: dict[str, object], code: str) -> None:
+def test_a_plan_whose_chain_could_never_sign_off_is_not_opened(
+    overrides: dict[str, object], code: str
+) -> None:
     with pytest.raises(Exception) as caught:
         decide(Harness().state, open_plan(**overrides))
     assert getattr(caught.value, "code", None) == code
@@ -91,13 +93,17 @@ def test_gates_are_decided_in_order_by_their_own_approvers() -> None:
     error = h.refused(cmd.ApprovePlan, GLOBAL[0], "not_your_gate", content_hash=h.submitted_hash)
     assert "Global leadership" in error.message and COUNTRY in error.message
     h.refused(cmd.ApprovePlan, "stranger", "not_your_gate", content_hash=h.submitted_hash)
-    h.refused(cmd.ApprovePlan, "stranger", "not_your_gate", content_hash=h.submitted_hash, on_behalf_of=COUNTRY)
+    h.refused(
+        cmd.ApprovePlan, "stranger", "not_your_gate", content_hash=h.submitted_hash, on_behalf_of=COUNTRY
+    )
 
 
 def test_a_quorum_gate_passes_at_its_quorum_and_an_approver_decides_once() -> None:
     h = submitted()
     h.do(cmd.ApprovePlan, COUNTRY, content_hash=h.submitted_hash)
-    assert [e.type for e in h.do(cmd.ApprovePlan, REGION[2], content_hash=h.submitted_hash)] == ["ApprovalRecorded"]
+    assert [e.type for e in h.do(cmd.ApprovePlan, REGION[2], content_hash=h.submitted_hash)] == [
+        "ApprovalRecorded"
+    ]
     h.refused(cmd.ApprovePlan, REGION[2], "already_decided", content_hash=h.submitted_hash)
     passed = h.do(cmd.ApprovePlan, REGION[0], content_hash=h.submitted_hash)
     assert [e.type for e in passed] == ["ApprovalRecorded", "GatePassed"]
@@ -184,17 +190,28 @@ def test_a_counter_proposal_becomes_the_next_revision_when_accepted() -> None:
     h = submitted()
     proposal = CounterProposal(
         target_changes=(TargetChange(goal_id="G-LOGOS", absolute=Decimal(5)),),
-        budget_cuts=(BudgetCut(line_id="B-TRAVEL", amount=eur(10000)), BudgetCut(line_id="B-HEADCOUNT", percent=Decimal(5))),
+        budget_cuts=(
+            BudgetCut(line_id="B-TRAVEL", amount=eur(10000)),
+            BudgetCut(line_id="B-HEADCOUNT", percent=Decimal(5)),
+        ),
         programs_to_drop=("P-FAIR",),
         comment="leaner",
     )
-    h.do(cmd.RequestChanges, COUNTRY, content_hash=h.submitted_hash, comment="leaner", counter_proposal=proposal)
+    h.do(
+        cmd.RequestChanges,
+        COUNTRY,
+        content_hash=h.submitted_hash,
+        comment="leaner",
+        counter_proposal=proposal,
+    )
     h.refused(cmd.AcceptCounterProposal, "intern", "not_plan_author")
     h.do(cmd.AcceptCounterProposal, AUTHOR)
     revision = h.state.revisions[-1]
     assert revision.content.goal("G-LOGOS").target == Decimal(45)  # type: ignore[union-attr]
     assert {b.line_id: b.amount.amount for b in revision.content.budget} == {
-        "B-TRAVEL": Decimal(50000), "B-MARKETING": Decimal(150000), "B-HEADCOUNT": Decimal(380000),
+        "B-TRAVEL": Decimal(50000),
+        "B-MARKETING": Decimal(150000),
+        "B-HEADCOUNT": Decimal(380000),
     }
     assert revision.diff.programs_dropped == ("P-FAIR",)
     assert "accepted the counter-proposal of de-country-mgr" in revision.reason
@@ -204,18 +221,35 @@ def test_a_counter_proposal_becomes_the_next_revision_when_accepted() -> None:
     ("proposal", "code"),
     [
         (CounterProposal(programs_to_drop=("P-NOPE",)), "unknown_reference"),
-        (CounterProposal(target_changes=(TargetChange(goal_id="G-NOPE", percent=Decimal(1)),)), "unknown_reference"),
-        (CounterProposal(budget_cuts=(BudgetCut(line_id="B-NOPE", percent=Decimal(1)),)), "unknown_reference"),
+        (
+            CounterProposal(target_changes=(TargetChange(goal_id="G-NOPE", percent=Decimal(1)),)),
+            "unknown_reference",
+        ),
+        (
+            CounterProposal(budget_cuts=(BudgetCut(line_id="B-NOPE", percent=Decimal(1)),)),
+            "unknown_reference",
+        ),
         (CounterProposal(target_changes=(TargetChange(goal_id="G-REV"),)), "invalid_counter_proposal"),
         (CounterProposal(budget_cuts=(BudgetCut(line_id="B-TRAVEL"),)), "invalid_counter_proposal"),
-        (CounterProposal(budget_cuts=(BudgetCut(line_id="B-TRAVEL", amount=Money(amount=Decimal(1), currency="USD")),)),
-         "invalid_counter_proposal"),
+        (
+            CounterProposal(
+                budget_cuts=(BudgetCut(line_id="B-TRAVEL", amount=Money(amount=Decimal(1), currency="USD")),)
+            ),
+            "invalid_counter_proposal",
+        ),
         (CounterProposal(comment="just a comment"), "invalid_counter_proposal"),
     ],
 )
 def test_a_counter_proposal_must_be_concrete(proposal: CounterProposal, code: str) -> None:
     h = submitted()
-    h.refused(cmd.RequestChanges, COUNTRY, code, content_hash=h.submitted_hash, comment="c", counter_proposal=proposal)
+    h.refused(
+        cmd.RequestChanges,
+        COUNTRY,
+        code,
+        content_hash=h.submitted_hash,
+        comment="c",
+        counter_proposal=proposal,
+    )
 
 
 def test_a_rejection_needs_a_reason() -> None:
@@ -260,7 +294,9 @@ def test_a_cancelled_or_closed_plan_takes_no_further_commands() -> None:
 
 
 def test_a_resubmission_after_the_calendar_deadline_still_gets_time() -> None:
-    gate = Gate(gate_id="g", name="g", approvers=("x",), mode=GateMode.SINGLE, deadline=T0, fallback_approver="y")
+    gate = Gate(
+        gate_id="g", name="g", approvers=("x",), mode=GateMode.SINGLE, deadline=T0, fallback_approver="y"
+    )
     assert gate.due_at(T0 - timedelta(days=1)) == T0
     assert gate.due_at(T0 + timedelta(days=1)) == T0 + timedelta(days=6)
     assert gate.required_approvals() == 1

@@ -1,4 +1,5 @@
-"""Time enters through Tick: reminders, escalation, overdue actuals and explanations; next_deadlines agrees."""
+"""Time enters through Tick: reminders, escalation, overdue actuals and explanations; next_deadlines
+agrees."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from decimal import Decimal
 from domain import DeadlineKind, Phase, next_deadlines
 from domain import commands as cmd
 from domain import events as ev
-from tests.domain.factory import AUTHOR, COUNTRY, REGION, Harness, drafted, executing, submitted
+from tests.domain.factory import COUNTRY, REGION, Harness, drafted, executing, submitted
 
 DUE = datetime(2026, 10, 15, tzinfo=UTC)
 
@@ -28,7 +29,9 @@ def test_a_gate_is_reminded_before_its_deadline_then_escalated_once() -> None:
     assert isinstance(reminder[0], ev.GateReminderSent) and reminder[0].pending == (COUNTRY,)
     assert tick(h, DUE - timedelta(days=1)) == []
     escalation = tick(h, DUE)
-    assert isinstance(escalation[0], ev.GateEscalated) and escalation[0].fallback_approver == "de-country-deputy"
+    assert (
+        isinstance(escalation[0], ev.GateEscalated) and escalation[0].fallback_approver == "de-country-deputy"
+    )
     assert tick(h, DUE + timedelta(days=1)) == [] and next_deadlines(h.state) == []
 
 
@@ -57,7 +60,15 @@ def test_the_regular_approvers_may_still_decide_after_escalation() -> None:
 
 def test_missing_monthly_actuals_are_overdue_after_the_monthly_close() -> None:
     h = executing()
-    h.do(cmd.RecordActual, "erp", measure="revenue", month="2027-01", value=Decimal(80000), currency="EUR", source="erp")
+    h.do(
+        cmd.RecordActual,
+        "erp",
+        measure="revenue",
+        month="2027-01",
+        value=Decimal(80000),
+        currency="EUR",
+        source="erp",
+    )
     close = datetime(2027, 2, 5, tzinfo=UTC)
     assert next_deadlines(h.state)[0].at == close
     assert tick(h, close - timedelta(seconds=1)) == []
@@ -70,8 +81,15 @@ def test_missing_monthly_actuals_are_overdue_after_the_monthly_close() -> None:
 def test_a_month_fully_reported_is_not_overdue() -> None:
     h = executing()
     for measure, value in (("revenue", 80000), ("S1", 10), ("M1", 10)):
-        h.do(cmd.RecordActual, "erp", measure=measure, month="2027-01", value=Decimal(value),
-             currency="EUR" if measure == "revenue" else None, source="erp")
+        h.do(
+            cmd.RecordActual,
+            "erp",
+            measure=measure,
+            month="2027-01",
+            value=Decimal(value),
+            currency="EUR" if measure == "revenue" else None,
+            source="erp",
+        )
     assert tick(h, datetime(2027, 2, 5, tzinfo=UTC)) == []
 
 

@@ -45,8 +45,12 @@ def test_at_most_three_csfs_per_team() -> None:
     ("bad", "code"),
     [
         (csf("S1", Team.SALES, " "), "invalid_csf"),
-        (csf("S1", Team.SALES, "anna").model_copy(update={"monthly_targets": (MonthTarget(month="2027-01", target=Decimal(1)),)}),
-         "invalid_csf"),
+        (
+            csf("S1", Team.SALES, "anna").model_copy(
+                update={"monthly_targets": (MonthTarget(month="2027-01", target=Decimal(1)),)}
+            ),
+            "invalid_csf",
+        ),
         (csf("S1", Team.SALES, "anna", coach="anna"), "invalid_csf"),
     ],
 )

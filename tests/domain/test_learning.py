@@ -28,7 +28,9 @@ def learning() -> Harness:
 def next_content(how_to_win: str | None = None) -> object:
     base = content()
     choices = base.choices.model_copy(update={"how_to_win": how_to_win}) if how_to_win else base.choices
-    forecast = tuple(ForecastLine(month=m, amount=eur(p * 1000)) for m, p in zip(NEXT_MONTHS, PROFILE, strict=True))
+    forecast = tuple(
+        ForecastLine(month=m, amount=eur(p * 1000)) for m, p in zip(NEXT_MONTHS, PROFILE, strict=True)
+    )
     return base.model_copy(update={"choices": choices, "forecast": forecast})
 
 
@@ -44,7 +46,10 @@ def test_the_period_closes_only_after_it_ends_with_computed_evidence() -> None:
     h = learning()
     assert h.state.phase is Phase.LEARNING
     assert h.state.evidence is not None and h.state.evidence.csf_attainment_pct == Decimal("50.0")
-    assert h.state.evidence.forecast_accuracy_pct is None and h.state.evidence.suggested_execution_effectiveness == 5
+    assert (
+        h.state.evidence.forecast_accuracy_pct is None
+        and h.state.evidence.suggested_execution_effectiveness == 5
+    )
 
 
 def test_evidence_caps_overshoot_and_floors_accuracy() -> None:
@@ -81,13 +86,21 @@ def test_refine_needs_a_score_and_a_lesson_behind_each_strategy_change() -> None
     changed = next_content("Commissioned in two weeks.")
     h.refused(cmd.RefineStrategy, AUTHOR, "not_scored", content=changed, reason="r", lesson_links=(link,))
     h.do(cmd.ScorePlan, "review", plan_quality=6, execution_effectiveness=8)
-    h.refused(cmd.RefineStrategy, "intern", "not_plan_author", content=changed, reason="r", lesson_links=(link,))
-    error = h.refused(cmd.RefineStrategy, AUTHOR, "unlinked_change", content=changed, reason="r", lesson_links=())
+    h.refused(
+        cmd.RefineStrategy, "intern", "not_plan_author", content=changed, reason="r", lesson_links=(link,)
+    )
+    error = h.refused(
+        cmd.RefineStrategy, AUTHOR, "unlinked_change", content=changed, reason="r", lesson_links=()
+    )
     assert "choices.how_to_win" in error.message
     stray = LessonLink(changed_field="choices.capabilities", lesson_id="I1-L1")
-    h.refused(cmd.RefineStrategy, AUTHOR, "unlinked_change", content=changed, reason="r", lesson_links=(link, stray))
+    h.refused(
+        cmd.RefineStrategy, AUTHOR, "unlinked_change", content=changed, reason="r", lesson_links=(link, stray)
+    )
     unknown = LessonLink(changed_field="choices.how_to_win", lesson_id="I1-L9")
-    h.refused(cmd.RefineStrategy, AUTHOR, "unknown_lesson", content=changed, reason="r", lesson_links=(unknown,))
+    h.refused(
+        cmd.RefineStrategy, AUTHOR, "unknown_lesson", content=changed, reason="r", lesson_links=(unknown,)
+    )
     h.refused(cmd.RefineStrategy, AUTHOR, "invalid_content", content=content(), reason="r", lesson_links=())
     events = h.do(cmd.RefineStrategy, AUTHOR, content=changed, reason="faster", lesson_links=(link,))
     assert [e.type for e in events] == ["StrategyRefined", "RevisionRecorded"]
@@ -101,14 +114,17 @@ def test_refine_may_bring_its_own_calendar() -> None:
     calendar = h.state.calendar.model_copy(update={"execution_start": "2028-01", "execution_months": 6})  # type: ignore[union-attr]
     half_year = next_content()
     half_year = half_year.model_copy(update={"forecast": half_year.forecast[:6]})  # type: ignore[attr-defined]
-    h.do(cmd.RefineStrategy, AUTHOR, content=half_year, reason="half year", lesson_links=(), calendar=calendar)
+    h.do(
+        cmd.RefineStrategy, AUTHOR, content=half_year, reason="half year", lesson_links=(), calendar=calendar
+    )
     assert h.state.calendar == calendar
 
 
 @pytest.mark.parametrize("phase_builder", [executing])
 def test_refine_while_executing_points_at_closing_the_period(phase_builder) -> None:  # type: ignore[no-untyped-def]
-    error = phase_builder().refused(cmd.RefineStrategy, AUTHOR, "strategy_frozen", content=content(), reason="r",
-                                    lesson_links=())
+    error = phase_builder().refused(
+        cmd.RefineStrategy, AUTHOR, "strategy_frozen", content=content(), reason="r", lesson_links=()
+    )
     assert "RefineStrategy" in error.message
 
 

@@ -28,16 +28,44 @@ G, R, C, B = OrgLevel.GLOBAL, OrgLevel.REGION, OrgLevel.COUNTRY, OrgLevel.BUSINE
 def hierarchy() -> OrgHierarchy:
     return OrgHierarchy(
         units=(
-            OrgUnit(unit_id="HQ", name="Global", level=G, approvers=("ceo", "cfo"), approval_mode=GateMode.ALL,
-                    fallback_approver="board-chair"),
-            OrgUnit(unit_id="EU", name="Europe", level=R, parent_id="HQ", head="eu-president",
-                    approvers=("eu-cfo", "eu-coo", "eu-cso"), approval_mode=GateMode.QUORUM, quorum=2,
-                    fallback_approver="eu-president-deputy"),
-            OrgUnit(unit_id="DE", name="Germany", level=C, parent_id="EU", head="de-country-mgr",
-                    approvers=("de-country-mgr",), fallback_approver="de-country-deputy"),
+            OrgUnit(
+                unit_id="HQ",
+                name="Global",
+                level=G,
+                approvers=("ceo", "cfo"),
+                approval_mode=GateMode.ALL,
+                fallback_approver="board-chair",
+            ),
+            OrgUnit(
+                unit_id="EU",
+                name="Europe",
+                level=R,
+                parent_id="HQ",
+                head="eu-president",
+                approvers=("eu-cfo", "eu-coo", "eu-cso"),
+                approval_mode=GateMode.QUORUM,
+                quorum=2,
+                fallback_approver="eu-president-deputy",
+            ),
+            OrgUnit(
+                unit_id="DE",
+                name="Germany",
+                level=C,
+                parent_id="EU",
+                head="de-country-mgr",
+                approvers=("de-country-mgr",),
+                fallback_approver="de-country-deputy",
+            ),
             OrgUnit(unit_id="DE-AUTO", name="Automation", level=B, parent_id="DE", head="bu-head"),
-            OrgUnit(unit_id="FR", name="France", level=C, parent_id="EU", head="fr-mgr",
-                    approvers=("fr-mgr",), fallback_approver="fr-deputy"),
+            OrgUnit(
+                unit_id="FR",
+                name="France",
+                level=C,
+                parent_id="EU",
+                head="fr-mgr",
+                approvers=("fr-mgr",),
+                fallback_approver="fr-deputy",
+            ),
         )
     )
 
@@ -66,8 +94,11 @@ def test_a_business_unit_plan_climbs_country_region_and_global_gates() -> None:
         (OrgUnit(unit_id="A", name="a", level=G), OrgUnit(unit_id="A", name="b", level=R, parent_id="A")),
         (OrgUnit(unit_id="A", name="a", level=R),),
         (OrgUnit(unit_id="A", name="a", level=G), OrgUnit(unit_id="B", name="b", level=R, parent_id="Z")),
-        (OrgUnit(unit_id="A", name="a", level=G), OrgUnit(unit_id="B", name="b", level=C, parent_id="A"),
-         OrgUnit(unit_id="C", name="c", level=R, parent_id="B")),
+        (
+            OrgUnit(unit_id="A", name="a", level=G),
+            OrgUnit(unit_id="B", name="b", level=C, parent_id="A"),
+            OrgUnit(unit_id="C", name="c", level=R, parent_id="B"),
+        ),
     ],
 )
 def test_a_malformed_hierarchy_is_refused(units: tuple[OrgUnit, ...]) -> None:
@@ -93,8 +124,12 @@ def test_opening_a_cycle_lists_each_units_plan_and_chain_and_opens_them() -> Non
     closed = evolve_cycle(state, decide_cycle(state, CloseCycle(actor="crm", at=T0, reason="FY done"))[0])
     assert closed.closed and closed.version == 2
     with pytest.raises(DomainError) as twice:
-        decide_cycle(closed, CycleCommandAdapter.validate_python({"type": "CloseCycle", "actor": "crm",
-                                                                  "at": "2027-01-01T00:00:00Z", "reason": "x"}))
+        decide_cycle(
+            closed,
+            CycleCommandAdapter.validate_python(
+                {"type": "CloseCycle", "actor": "crm", "at": "2027-01-01T00:00:00Z", "reason": "x"}
+            ),
+        )
     assert twice.value.code == "cycle_closed"
 
 
@@ -119,7 +154,9 @@ def test_a_cycle_refuses_incomplete_org_data() -> None:
 def test_plans_roll_up_per_currency_to_the_region_and_globally() -> None:
     de = drafted().state
     fr = drafted(content(scale=500)).state
-    empty = drafted().state.model_copy(update={"revisions": ()})  # a unit with nothing drafted yet adds nothing
+    empty = drafted().state.model_copy(
+        update={"revisions": ()}
+    )  # a unit with nothing drafted yet adds nothing
     totals = rollup(hierarchy(), {"DE": de, "FR": fr, "DE-AUTO": empty})
     europe = totals["EU"]
     assert europe.plans == ("DE", "FR") and totals["HQ"].forecast == europe.forecast

@@ -62,7 +62,9 @@ CONTENTS = [content(scale=s) for s in (900, 1000, 1100, 1250)] + [
     content(choices=StrategyChoices(how_to_win="word " * 501)),
 ]
 NEXT_MONTHS = tuple(f"2028-{m:02d}" for m in range(1, 13))
-NEXT_FORECAST = tuple(ForecastLine(month=m, amount=eur(p * 1000)) for m, p in zip(NEXT_MONTHS, PROFILE, strict=True))
+NEXT_FORECAST = tuple(
+    ForecastLine(month=m, amount=eur(p * 1000)) for m, p in zip(NEXT_MONTHS, PROFILE, strict=True)
+)
 STARTS: dict[str, Callable[[], Harness]] = {
     "drafted": drafted,
     "submitted": submitted,
@@ -89,13 +91,17 @@ def _decision(kind: type[cmd.CommandBase]) -> Build:
     def build(state: PlanState, data: st.DataObject) -> tuple[Any, str, dict[str, Any]]:
         gate = state.current_gate
         seats = (*gate.approvers, gate.fallback_approver) if gate is not None else APPROVERS
-        actor = data.draw(st.sampled_from(seats if data.draw(st.integers(0, 3)) else (*APPROVERS, "deputy", AUTHOR)))
+        actor = data.draw(
+            st.sampled_from(seats if data.draw(st.integers(0, 3)) else (*APPROVERS, "deputy", AUTHOR))
+        )
         fields: dict[str, Any] = {"content_hash": _hash(state, data)}
         if kind is cmd.RequestChanges:
             fields["comment"] = "please change"
             if data.draw(st.booleans()):
                 fields["counter_proposal"] = CounterProposal(
-                    target_changes=(TargetChange(goal_id="G-REV", percent=Decimal(data.draw(st.integers(1, 20)))),),
+                    target_changes=(
+                        TargetChange(goal_id="G-REV", percent=Decimal(data.draw(st.integers(1, 20)))),
+                    ),
                     budget_cuts=(BudgetCut(line_id="B-TRAVEL", percent=Decimal(10)),),
                     programs_to_drop=data.draw(st.sampled_from(((), ("P-FAIR",)))),
                 )
@@ -109,9 +115,15 @@ def _decision(kind: type[cmd.CommandBase]) -> Build:
 def _delegate(state: PlanState, data: st.DataObject) -> tuple[Any, str, dict[str, Any]]:
     actor = data.draw(st.sampled_from(APPROVERS))
     days = data.draw(st.integers(0, 20))
-    return cmd.DelegateApproval, actor, {"delegate": data.draw(st.sampled_from(("deputy", AUTHOR, actor))),
-                                         "starts": datetime(2026, 9, 1, tzinfo=UTC),
-                                         "ends": datetime(2026, 9, 1, tzinfo=UTC) + timedelta(days=days * 10)}
+    return (
+        cmd.DelegateApproval,
+        actor,
+        {
+            "delegate": data.draw(st.sampled_from(("deputy", AUTHOR, actor))),
+            "starts": datetime(2026, 9, 1, tzinfo=UTC),
+            "ends": datetime(2026, 9, 1, tzinfo=UTC) + timedelta(days=days * 10),
+        },
+    )
 
 
 def _define_csf(state: PlanState, data: st.DataObject) -> tuple[Any, str, dict[str, Any]]:
@@ -143,17 +155,25 @@ def _actual(state: PlanState, data: st.DataObject) -> tuple[Any, str, dict[str, 
 def _explain(state: PlanState, data: st.DataObject) -> tuple[Any, str, dict[str, Any]]:
     ids = [d.deviation_id for d in state.deviations] or ["D1"]
     owner = data.draw(st.sampled_from([d.owner for d in state.deviations] + ["intern"]))
-    return cmd.ExplainDeviation, owner, {"deviation_id": data.draw(st.sampled_from(ids)), "explanation": "because"}
+    return (
+        cmd.ExplainDeviation,
+        owner,
+        {"deviation_id": data.draw(st.sampled_from(ids)), "explanation": "because"},
+    )
 
 
 def _refine(state: PlanState, data: st.DataObject) -> tuple[Any, str, dict[str, Any]]:
     last = state.latest_revision.content if state.latest_revision else content()
-    changed = last.model_copy(update={
-        "forecast": NEXT_FORECAST,
-        "choices": last.choices.model_copy(update={"how_to_win": f"{last.choices.how_to_win} Faster."}),
-    })
-    links = tuple(LessonLink(changed_field="choices.how_to_win", lesson_id=lesson.lesson_id)
-                  for lesson in state.lessons[:1])
+    changed = last.model_copy(
+        update={
+            "forecast": NEXT_FORECAST,
+            "choices": last.choices.model_copy(update={"how_to_win": f"{last.choices.how_to_win} Faster."}),
+        }
+    )
+    links = tuple(
+        LessonLink(changed_field="choices.how_to_win", lesson_id=lesson.lesson_id)
+        for lesson in state.lessons[:1]
+    )
     return cmd.RefineStrategy, AUTHOR, {"content": changed, "reason": "refine", "lesson_links": links}
 
 
@@ -174,7 +194,9 @@ BUILDERS: dict[str, Build] = {
     "delegate": _delegate,
     "reopen": _simple(cmd.ReopenPlan, (GLOBAL[0], COUNTRY), reason="reopen"),
     "cancel": _simple(cmd.CancelPlan, (AUTHOR, "intern", "intern", "intern"), reason="cancel"),
-    "plan": _simple(cmd.StartExecutionPlanning, (AUTHOR,), sales_lead=SALES_LEAD, marketing_lead=MARKETING_LEAD),
+    "plan": _simple(
+        cmd.StartExecutionPlanning, (AUTHOR,), sales_lead=SALES_LEAD, marketing_lead=MARKETING_LEAD
+    ),
     "define_csf": _define_csf,
     "remove_csf": _simple(cmd.RemoveCsf, (SALES_LEAD,), csf_id="S1"),
     "confirm_sales": _simple(cmd.ConfirmAlignment, (SALES_LEAD,), team=Team.SALES),
@@ -193,10 +215,24 @@ LIKELY: dict[Phase, tuple[str, ...]] = {
     Phase.REJECTED: ("revise",),
     Phase.REOPENED: ("revise", "submit"),
     Phase.CHANGES_REQUESTED: ("accept", "accept", "revise", "submit"),
-    Phase.IN_REVIEW: ("approve", "approve", "approve", "request_changes", "request_changes", "tick", "delegate"),
+    Phase.IN_REVIEW: (
+        "approve",
+        "approve",
+        "approve",
+        "request_changes",
+        "request_changes",
+        "tick",
+        "delegate",
+    ),
     Phase.APPROVED: ("plan", "reopen"),
-    Phase.EXECUTION_PLANNING: ("define_csf", "define_csf", "confirm_sales", "confirm_marketing", "start",
-                               "remove_csf"),
+    Phase.EXECUTION_PLANNING: (
+        "define_csf",
+        "define_csf",
+        "confirm_sales",
+        "confirm_marketing",
+        "start",
+        "remove_csf",
+    ),
     Phase.EXECUTING: ("actual", "actual", "actual", "explain", "tick", "lesson", "close"),
     Phase.LEARNING: ("score", "lesson", "refine", "explain"),
 }
@@ -206,7 +242,9 @@ def check_step(before: PlanState, after: PlanState, command: cmd.CommandBase, ev
     # No approval without a submission, bound to the submitted hash, at the gate in review, by an independent.
     for event in events:
         if isinstance(event, ev.ApprovalRecorded):
-            assert before.phase is Phase.IN_REVIEW and before.submission is not None and before.gate is not None
+            assert (
+                before.phase is Phase.IN_REVIEW and before.submission is not None and before.gate is not None
+            )
             assert event.content_hash == before.submission.content_hash
             assert event.gate_index == before.gate.index
             editors = {*before.authors, *before.iteration_editors}
@@ -250,8 +288,11 @@ def test_random_command_sequences_keep_the_invariants(start: str, data: st.DataO
         state = h.state
         assert state.phase is not None
         likely = LIKELY.get(state.phase, ())
-        name = data.draw(st.sampled_from(likely) if likely and data.draw(st.integers(0, 3)) else
-                         st.sampled_from(sorted(BUILDERS)))
+        name = data.draw(
+            st.sampled_from(likely)
+            if likely and data.draw(st.integers(0, 3))
+            else st.sampled_from(sorted(BUILDERS))
+        )
         kind, actor, fields = BUILDERS[name](state, data)
         step = data.draw(st.sampled_from((0, 1, 24, 24 * 7, 24 * 30)), label="hours")
         now = h.now + timedelta(hours=step)
@@ -278,8 +319,9 @@ def test_random_command_sequences_keep_the_invariants(start: str, data: st.DataO
     months=st.lists(st.sampled_from(MONTHS), unique=True, max_size=12),
     factor=st.decimals(min_value=Decimal("0.1"), max_value=Decimal("3"), places=2),
 )
-def test_extrapolation_hits_the_forecast_when_actuals_run_at_a_constant_rate(months: list[str],
-                                                                              factor: Decimal) -> None:
+def test_extrapolation_hits_the_forecast_when_actuals_run_at_a_constant_rate(
+    months: list[str], factor: Decimal
+) -> None:
     from domain import extrapolate_year_end
 
     forecast = {m: Decimal(p * 1000) for m, p in zip(MONTHS, PROFILE, strict=True)}

@@ -13,13 +13,26 @@ from domain import (
     Money,
     Phase,
     PlanContent,
+    PlanState,
     StrategyChoices,
     content_hash,
     diff_content,
+    initial_state,
 )
 from domain import commands as cmd
 from domain.money import percent_change, quantize_like, totals_by_currency
-from tests.domain.factory import AUTHOR, COUNTRY, Harness, content, drafted, eur, executing, open_plan, signed_off, submitted
+from tests.domain.factory import (
+    AUTHOR,
+    COUNTRY,
+    Harness,
+    content,
+    drafted,
+    eur,
+    executing,
+    open_plan,
+    signed_off,
+    submitted,
+)
 
 
 def words(n: int) -> str:
@@ -41,13 +54,26 @@ def test_a_choice_of_one_page_is_accepted_and_one_word_more_is_refused() -> None
     [
         ({"goals": content().goals * 2}, "invalid_content", "G-REV"),
         ({"programs": content().programs[:1] * 2}, "invalid_content", "P-FAIR"),
-        ({"forecast": (ForecastLine(month="2028-01", amount=Money(amount=Decimal(1), currency="EUR")),)},
-         "invalid_content", "2028-01"),
-        ({"budget": tuple(b.model_copy(update={"amount": Money(amount=Decimal(1), currency="USD")})
-                          for b in content().budget)}, "currency_mismatch", "USD"),
+        (
+            {"forecast": (ForecastLine(month="2028-01", amount=Money(amount=Decimal(1), currency="EUR")),)},
+            "invalid_content",
+            "2028-01",
+        ),
+        (
+            {
+                "budget": tuple(
+                    b.model_copy(update={"amount": Money(amount=Decimal(1), currency="USD")})
+                    for b in content().budget
+                )
+            },
+            "currency_mismatch",
+            "USD",
+        ),
     ],
 )
-def test_content_the_rules_cannot_work_with_is_refused(change: dict[str, object], code: str, hint: str) -> None:
+def test_content_the_rules_cannot_work_with_is_refused(
+    change: dict[str, object], code: str, hint: str
+) -> None:
     h = Harness()
     h.run(open_plan())
     error = h.refused(cmd.ReviseStrategy, AUTHOR, code, content=content(**change), reason="draft")
@@ -90,7 +116,9 @@ def test_the_diff_lists_each_changed_number_with_old_new_and_percent() -> None:
 
 
 def test_the_content_hash_is_stable_and_sensitive_to_every_field() -> None:
-    assert content_hash(content()) == content_hash(PlanContent.model_validate(content().model_dump(mode="json")))
+    assert content_hash(content()) == content_hash(
+        PlanContent.model_validate(content().model_dump(mode="json"))
+    )
     assert content_hash(content()) != content_hash(content(choices=StrategyChoices(how_to_win="Cheaper")))
     assert len(content_hash(content())) == 64
 
@@ -110,10 +138,14 @@ def test_the_strategy_is_edited_only_while_drafting(harness, code: str, hint: st
 
 
 def test_submission_needs_a_complete_plan() -> None:
-    gaps = content(choices=StrategyChoices(winning_aspiration="Win"), goals=(), forecast=content().forecast[:11])
+    gaps = content(
+        choices=StrategyChoices(winning_aspiration="Win"), goals=(), forecast=content().forecast[:11]
+    )
     h = drafted(gaps)
     error = h.refused(cmd.SubmitForApproval, AUTHOR, "incomplete_plan")
-    assert "choices.where_to_play" in error.message and "goals" in error.message and "2027-12" in error.message
+    assert (
+        "choices.where_to_play" in error.message and "goals" in error.message and "2027-12" in error.message
+    )
 
 
 def test_a_rejected_plan_is_drafted_again() -> None:
@@ -133,10 +165,23 @@ def test_money_never_mixes_currencies() -> None:
     with pytest.raises(DomainError):
         eur(1) - Money(amount=Decimal(1), currency="USD")
     assert totals_by_currency([eur(1), Money(amount=Decimal(2), currency="CHF"), eur(3)]) == {
-        "CHF": Decimal(2), "EUR": Decimal(4),
+        "CHF": Decimal(2),
+        "EUR": Decimal(4),
     }
-    assert percent_change(Decimal(0), Decimal(5)) is None and percent_change(Decimal(200), Decimal(150)) == Decimal(
-        "-25.00"
-    )
+    assert percent_change(Decimal(0), Decimal(5)) is None and percent_change(
+        Decimal(200), Decimal(150)
+    ) == Decimal("-25.00")
     assert quantize_like(Decimal("110000.00"), Decimal("100000")) == Decimal("110000")
     assert repr(DomainError("x", "y")) == "DomainError('x', 'y')"
+
+
+def test_the_plan_totals_and_the_calendar_quarters_read_from_the_content() -> None:
+    plan = content()
+    assert (plan.forecast_total(), plan.budget_total(), plan.program_cost_total()) == (
+        Decimal(1200000),
+        Decimal(610000),
+        Decimal(150000),
+    )
+    h = drafted()
+    assert h.state.calendar.quarter_ends() == ("2027-03", "2027-06", "2027-09", "2027-12")  # type: ignore[union-attr]
+    assert initial_state() == PlanState.empty() and initial_state().phase is None

@@ -1,4 +1,5 @@
-"""Tracking: actuals from a source, corrections that keep the original, status, deviations, reports, reviews."""
+"""Tracking: actuals from a source, corrections that keep the original, status, deviations, reports,
+reviews."""
 
 from __future__ import annotations
 
@@ -24,13 +25,20 @@ D = Decimal
 def record(h: Harness, measure: str, month: str, value: int | str, **extra: object) -> list[object]:
     fields = {"currency": "EUR"} if measure == "revenue" else {}
     fields.update(extra)  # type: ignore[arg-type]
-    return h.do(cmd.RecordActual, "erp", measure=measure, month=month, value=D(value), source="erp:sap", **fields)  # type: ignore[return-value]
+    return h.do(
+        cmd.RecordActual, "erp", measure=measure, month=month, value=D(value), source="erp:sap", **fields
+    )  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize(
     ("actual", "status"),
-    [(10, MeasureStatus.ON_TRACK), ("9.5", MeasureStatus.ON_TRACK), (9, MeasureStatus.AT_RISK),
-     ("8.5", MeasureStatus.AT_RISK), (8, MeasureStatus.OFF_TRACK)],
+    [
+        (10, MeasureStatus.ON_TRACK),
+        ("9.5", MeasureStatus.ON_TRACK),
+        (9, MeasureStatus.AT_RISK),
+        ("8.5", MeasureStatus.AT_RISK),
+        (8, MeasureStatus.OFF_TRACK),
+    ],
 )
 def test_status_follows_the_thresholds(actual: int | str, status: MeasureStatus) -> None:
     assert assess(D(actual), D(10), StatusThresholds()) is status
@@ -52,8 +60,16 @@ def test_an_actual_is_recorded_once_per_measure_and_month_from_a_named_source() 
     h = executing()
     recorded = record(h, "revenue", "2027-01", 80000)
     assert recorded[0].status is MeasureStatus.ON_TRACK and recorded[0].source == "erp:sap"  # type: ignore[attr-defined]
-    error = h.refused(cmd.RecordActual, "erp", "actual_exists", measure="revenue", month="2027-01", value=D(1),
-                      currency="EUR", source="erp")
+    error = h.refused(
+        cmd.RecordActual,
+        "erp",
+        "actual_exists",
+        measure="revenue",
+        month="2027-01",
+        value=D(1),
+        currency="EUR",
+        source="erp",
+    )
     assert "CorrectActual" in error.message
 
 
@@ -71,28 +87,77 @@ def test_actuals_must_fit_the_plan(fields: dict[str, str], code: str) -> None:
 
 
 def test_actuals_are_recorded_only_while_executing() -> None:
-    in_execution_planning().refused(cmd.RecordActual, "erp", "wrong_phase", measure="revenue", month="2027-01",
-                                    value=D(1), currency="EUR", source="erp")
+    in_execution_planning().refused(
+        cmd.RecordActual,
+        "erp",
+        "wrong_phase",
+        measure="revenue",
+        month="2027-01",
+        value=D(1),
+        currency="EUR",
+        source="erp",
+    )
 
 
 def test_a_correction_is_a_new_entry_that_keeps_the_original() -> None:
     h = executing()
     record(h, "S1", "2027-01", 10)
-    h.refused(cmd.CorrectActual, "erp", "no_actual_to_correct", measure="S1", month="2027-02", value=D(1),
-              source="erp", reason="typo")
-    h.refused(cmd.CorrectActual, "erp", "reason_required", measure="S1", month="2027-01", value=D(1), source="erp",
-              reason="")
-    h.refused(cmd.CorrectActual, "erp", "no_change", measure="S1", month="2027-01", value=D(10), source="erp",
-              reason="same")
-    corrected = h.do(cmd.CorrectActual, "controller", measure="S1", month="2027-01", value=D(4), source="manual",
-                     reason="double-counted visits")
+    h.refused(
+        cmd.CorrectActual,
+        "erp",
+        "no_actual_to_correct",
+        measure="S1",
+        month="2027-02",
+        value=D(1),
+        source="erp",
+        reason="typo",
+    )
+    h.refused(
+        cmd.CorrectActual,
+        "erp",
+        "reason_required",
+        measure="S1",
+        month="2027-01",
+        value=D(1),
+        source="erp",
+        reason="",
+    )
+    h.refused(
+        cmd.CorrectActual,
+        "erp",
+        "no_change",
+        measure="S1",
+        month="2027-01",
+        value=D(10),
+        source="erp",
+        reason="same",
+    )
+    corrected = h.do(
+        cmd.CorrectActual,
+        "controller",
+        measure="S1",
+        month="2027-01",
+        value=D(4),
+        source="manual",
+        reason="double-counted visits",
+    )
     assert [e.type for e in corrected] == ["ActualCorrected", "DeviationOpened"]
     assert corrected[0].corrects == "A1"  # type: ignore[union-attr]
-    assert [(a.entry_id, a.value, a.corrects) for a in h.state.actuals] == [("A1", D(10), None), ("A2", D(4), "A1")]
+    assert [(a.entry_id, a.value, a.corrects) for a in h.state.actuals] == [
+        ("A1", D(10), None),
+        ("A2", D(4), "A1"),
+    ]
     assert h.state.current_actuals()["S1"]["2027-01"] == D(4)
     # A second correction still off track does not open a second deviation for the same month.
-    again = h.do(cmd.CorrectActual, "controller", measure="S1", month="2027-01", value=D(3), source="manual",
-                 reason="one more")
+    again = h.do(
+        cmd.CorrectActual,
+        "controller",
+        measure="S1",
+        month="2027-01",
+        value=D(3),
+        source="manual",
+        reason="one more",
+    )
     assert [e.type for e in again] == ["ActualCorrected"] and again[0].corrects == "A2"  # type: ignore[union-attr]
 
 
@@ -122,10 +187,16 @@ def test_a_monthly_report_sums_up_the_plan_for_a_month() -> None:
     record(h, "revenue", "2027-01", 88000)
     record(h, "S1", "2027-01", 9)
     report = monthly_report_of(h.state, "2027-01")
-    assert (report.revenue_actual, report.revenue_forecast, report.revenue_actual_to_date) == (D(88000), D(80000), D(88000))
+    assert (report.revenue_actual, report.revenue_forecast, report.revenue_actual_to_date) == (
+        D(88000),
+        D(80000),
+        D(88000),
+    )
     assert report.year_end_extrapolation == D("1320000.00") and report.year_end_forecast == D(1200000)
     assert [(m.measure, m.status) for m in report.measures] == [
-        ("revenue", MeasureStatus.ON_TRACK), ("S1", MeasureStatus.AT_RISK), ("M1", MeasureStatus.NO_DATA),
+        ("revenue", MeasureStatus.ON_TRACK),
+        ("S1", MeasureStatus.AT_RISK),
+        ("M1", MeasureStatus.NO_DATA),
     ]
     issued = h.do(cmd.IssueMonthlyReport, AUTHOR, month="2027-01")
     assert issued[0].report == report  # type: ignore[union-attr]
@@ -137,8 +208,12 @@ def test_a_quarterly_review_records_attendees_status_decisions_and_actions() -> 
     for month in ("2027-01", "2027-02"):
         record(h, "S1", month, 10)
     action = ImprovementAction(description="Weekly pipeline call", owner="anna", due=date(2027, 5, 1))
-    review_fields = {"quarter": 1, "attendees": (AUTHOR, "anna"), "decisions": ("More demos",),
-                     "improvement_actions": (action,)}
+    review_fields = {
+        "quarter": 1,
+        "attendees": (AUTHOR, "anna"),
+        "decisions": ("More demos",),
+        "improvement_actions": (action,),
+    }
     h.refused(cmd.HoldQuarterlyReview, AUTHOR, "quarter_not_ended", **review_fields)
     h.at(datetime(2027, 4, 2, tzinfo=UTC))
     h.refused(cmd.HoldQuarterlyReview, AUTHOR, "quarter_out_of_range", **{**review_fields, "quarter": 5})
@@ -147,6 +222,7 @@ def test_a_quarterly_review_records_attendees_status_decisions_and_actions() -> 
     review = h.state.reviews[0]
     assert review.improvement_actions == (action,) and review.attendees == (AUTHOR, "anna")
     assert [(s.measure, s.actual, s.target, s.status) for s in review.csf_status] == [
-        ("S1", D(20), D(20), MeasureStatus.ON_TRACK), ("M1", None, None, MeasureStatus.NO_DATA),
+        ("S1", D(20), D(20), MeasureStatus.ON_TRACK),
+        ("M1", None, None, MeasureStatus.NO_DATA),
     ]
     h.refused(cmd.HoldQuarterlyReview, AUTHOR, "review_exists", **review_fields)

@@ -1,4 +1,5 @@
-"""One whole iteration of the planning loop, as DOMAIN.md tells it, then the refine into the next iteration."""
+"""One whole iteration of the planning loop, as DOMAIN.md tells it, then the refine into the next
+iteration."""
 
 from __future__ import annotations
 
@@ -56,14 +57,26 @@ def test_a_business_unit_plan_walks_the_whole_loop() -> None:
         programs_to_drop=("P-WEBINAR",),
         comment="Stretch revenue by 10%, spend less on marketing, drop the webinars.",
     )
-    h.do(cmd.RequestChanges, REGION[0], content_hash=h.submitted_hash, comment="Too cautious", counter_proposal=pushback)
+    h.do(
+        cmd.RequestChanges,
+        REGION[0],
+        content_hash=h.submitted_hash,
+        comment="Too cautious",
+        counter_proposal=pushback,
+    )
     assert h.state.phase is Phase.CHANGES_REQUESTED
     h.do(cmd.AcceptCounterProposal, AUTHOR)
     rev2 = h.state.revisions[-1]
-    assert (rev2.number, rev2.source, rev2.counter_proposal_by) == (2, RevisionSource.COUNTER_PROPOSAL, "eu-cfo")
+    assert (rev2.number, rev2.source, rev2.counter_proposal_by) == (
+        2,
+        RevisionSource.COUNTER_PROPOSAL,
+        "eu-cfo",
+    )
     revenue_change = next(c for c in rev2.diff.target_changes if c.key == "G-REV")
     assert (revenue_change.old, revenue_change.new, revenue_change.change_pct) == (
-        Decimal(1200000), Decimal(1320000), Decimal("10.00"),
+        Decimal(1200000),
+        Decimal(1320000),
+        Decimal("10.00"),
     )
     assert [(c.key, c.change_pct) for c in rev2.diff.budget_changes] == [("B-MARKETING", Decimal("-20.00"))]
     assert rev2.diff.programs_dropped == ("P-WEBINAR",)
@@ -73,7 +86,13 @@ def test_a_business_unit_plan_walks_the_whole_loop() -> None:
     # Resubmitted, the plan walks all gates again, bound to the new hash; an out-of-office approver delegates.
     h.do(cmd.SubmitForApproval, AUTHOR)
     h.do(cmd.ApprovePlan, COUNTRY, content_hash=h.submitted_hash)
-    h.do(cmd.DelegateApproval, REGION[1], delegate="eu-coo-deputy", starts=h.now, ends=datetime(2026, 12, 1, tzinfo=UTC))
+    h.do(
+        cmd.DelegateApproval,
+        REGION[1],
+        delegate="eu-coo-deputy",
+        starts=h.now,
+        ends=datetime(2026, 12, 1, tzinfo=UTC),
+    )
     h.do(cmd.ApprovePlan, REGION[0], content_hash=h.submitted_hash)
     delegated = h.do(cmd.ApprovePlan, "eu-coo-deputy", content_hash=h.submitted_hash)
     assert delegated[0].actor == "eu-coo-deputy" and delegated[0].on_behalf_of == REGION[1]
@@ -81,12 +100,23 @@ def test_a_business_unit_plan_walks_the_whole_loop() -> None:
 
     # Global leadership wants lower travel expenses; the author answers with a revision of their own.
     h.do(cmd.ApprovePlan, GLOBAL[0], content_hash=h.submitted_hash)
-    cut = CounterProposal(budget_cuts=(BudgetCut(line_id="B-TRAVEL", amount=eur(20000)),), comment="Travel -20k")
-    h.do(cmd.RequestChanges, GLOBAL[1], content_hash=h.submitted_hash, comment="Travel is high", counter_proposal=cut)
+    cut = CounterProposal(
+        budget_cuts=(BudgetCut(line_id="B-TRAVEL", amount=eur(20000)),), comment="Travel -20k"
+    )
+    h.do(
+        cmd.RequestChanges,
+        GLOBAL[1],
+        content_hash=h.submitted_hash,
+        comment="Travel is high",
+        counter_proposal=cut,
+    )
     answer = rev2.content.model_copy(
-        update={"budget": tuple(
-            b.model_copy(update={"amount": eur(50000)}) if b.line_id == "B-TRAVEL" else b for b in rev2.content.budget
-        )}
+        update={
+            "budget": tuple(
+                b.model_copy(update={"amount": eur(50000)}) if b.line_id == "B-TRAVEL" else b
+                for b in rev2.content.budget
+            )
+        }
     )
     h.do(cmd.ReviseStrategy, AUTHOR, content=answer, reason="Travel -10k: customer visits are how we win")
     assert h.state.counter_proposal is None
@@ -120,11 +150,18 @@ def test_a_business_unit_plan_walks_the_whole_loop() -> None:
         h.at(datetime(2027, index + 1, 28, tzinfo=UTC) if index < 11 else datetime(2027, 12, 31, tzinfo=UTC))
         factor = Decimal("0.70") if month == OFF_MONTH else Decimal("1.02")
         recorded = h.do(
-            cmd.RecordActual, "system:erp", measure="revenue", month=month, value=forecast[month] * factor,
-            currency="EUR", source="erp:sap",
+            cmd.RecordActual,
+            "system:erp",
+            measure="revenue",
+            month=month,
+            value=forecast[month] * factor,
+            currency="EUR",
+            source="erp:sap",
         )
         for c in h.state.csfs:
-            h.do(cmd.RecordActual, "system:crm", measure=c.csf_id, month=month, value=Decimal(10), source="crm")
+            h.do(
+                cmd.RecordActual, "system:crm", measure=c.csf_id, month=month, value=Decimal(10), source="crm"
+            )
         if month == OFF_MONTH:
             assert recorded[0].status is MeasureStatus.OFF_TRACK
             deviation = recorded[1]
@@ -138,12 +175,20 @@ def test_a_business_unit_plan_walks_the_whole_loop() -> None:
         assert isinstance(report, ev.MonthlyReportIssued) and report.report.month == month
         if month in ("2027-03", "2027-06", "2027-09", "2027-12"):
             quarters_held += 1
-            h.at(datetime(2028, 1, 3, tzinfo=UTC) if month == "2027-12" else h.now.replace(day=1, month=index + 2))
+            h.at(
+                datetime(2028, 1, 3, tzinfo=UTC)
+                if month == "2027-12"
+                else h.now.replace(day=1, month=index + 2)
+            )
             h.do(
-                cmd.HoldQuarterlyReview, AUTHOR, quarter=quarters_held,
+                cmd.HoldQuarterlyReview,
+                AUTHOR,
+                quarter=quarters_held,
                 attendees=(AUTHOR, SALES_LEAD, MARKETING_LEAD, "sales-coach"),
                 decisions=("Keep the partner program",),
-                improvement_actions=(ImprovementAction(description="Win-loss review", owner="anna", due=date(2028, 1, 31)),),
+                improvement_actions=(
+                    ImprovementAction(description="Win-loss review", owner="anna", due=date(2028, 1, 31)),
+                ),
             )
     assert len(h.state.reviews) == 4
     assert all(line.status is MeasureStatus.ON_TRACK for line in h.state.reviews[0].csf_status)
@@ -163,9 +208,13 @@ def test_a_business_unit_plan_walks_the_whole_loop() -> None:
     assert closed.evidence.csf_attainment_pct == Decimal("100.0")
     # Mean absolute error: eleven months 2% off, one month 30% off -> (11 x 2 + 30) / 12 = 4.33%.
     assert closed.evidence.forecast_accuracy_pct == Decimal("95.7")
-    h.do(cmd.ScorePlan, "eu-president", plan_quality=6, execution_effectiveness=8, rationale="solid execution")
+    h.do(
+        cmd.ScorePlan, "eu-president", plan_quality=6, execution_effectiveness=8, rationale="solid execution"
+    )
     assert h.state.score is not None and h.state.score.results == 48
-    h.do(cmd.RecordLesson, AUTHOR, text="Large orders slip; win them earlier in the quarter.", category="sales")
+    h.do(
+        cmd.RecordLesson, AUTHOR, text="Large orders slip; win them earlier in the quarter.", category="sales"
+    )
     lesson_id = h.state.lessons[0].lesson_id
 
     # Refine: the next iteration starts from the last strategy, the change linked to the lesson behind it.
@@ -182,7 +231,10 @@ def test_a_business_unit_plan_walks_the_whole_loop() -> None:
         }
     )
     h.do(
-        cmd.RefineStrategy, AUTHOR, content=refined, reason="FY2028 iteration",
+        cmd.RefineStrategy,
+        AUTHOR,
+        content=refined,
+        reason="FY2028 iteration",
         lesson_links=(LessonLink(changed_field="choices.how_to_win", lesson_id=lesson_id),),
     )
     assert h.state.phase is Phase.DRAFTING and h.state.iteration == 2
