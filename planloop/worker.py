@@ -7,9 +7,7 @@ servers, as many times as the load needs.
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError, PlanloopError
@@ -71,56 +69,29 @@ async def open_event_store(settings: Settings) -> EventStore:
         raise
 
 
-def load_workflows() -> list[type]:
-    import workflows
-
-    return list(getattr(workflows, "ALL_WORKFLOWS", ()))
-
-
-def load_activities(store: EventStore) -> list[Callable[..., Any]]:
-    """The activities package's own list; `build_activities(store)` binds them to the event store."""
-    import activities
-
-    build = getattr(activities, "build_activities", None)
-    if build is not None:
-        return list(build(store))
-    exposed = getattr(activities, "ALL_ACTIVITIES", None)
-    if exposed is not None:
-        return list(exposed)
-    return [
-        v for v in vars(activities).values() if callable(v) and hasattr(v, "__temporal_activity_definition")
-    ]
-
-
 async def run_worker(
     client: Client, settings: Settings, stop_event: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     """Poll `settings.task_queue` until `stop_event` is set, then shut down gracefully.
 
-    `ready` is set once the worker polls (or idles, with nothing to run), so callers can report "up" only
-    after workflow definitions have passed the worker's validation.
+    `ready` is set once the worker polls, so callers can report "up" only after workflow definitions
+    have passed the worker's validation.
     """
     ready = ready if ready is not None else asyncio.Event()
     from temporalio.worker import Worker
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+    from activities import build_activities
+    from workflows import ALL_WORKFLOWS
+
     store = await open_event_store(settings)
     try:
-        workflow_classes = load_workflows()
-        activity_fns = load_activities(store)
-        if not workflow_classes and not activity_fns:
-            log.warning("nothing to run: no workflows or activities registered; worker idle")
-            ready.set()
-            await stop_event.wait()
-            return
-        sync = [fn for fn in activity_fns if not inspect.iscoroutinefunction(fn)]
-        executor = ThreadPoolExecutor(max_workers=max(4, settings.db_pool_max)) if sync else None
+        activity_fns = build_activities(store)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=workflow_classes,
+            workflows=ALL_WORKFLOWS,
             activities=activity_fns,
-            activity_executor=executor,
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
             ),
@@ -128,14 +99,12 @@ async def run_worker(
         log.info(
             "worker polling",
             task_queue=settings.task_queue,
-            workflows=_names(workflow_classes),
+            workflows=_names(ALL_WORKFLOWS),
             activities=_names(activity_fns),
         )
         async with worker:
             ready.set()
             await stop_event.wait()
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
         log.info("worker stopped", task_queue=settings.task_queue)
     finally:
         await store.close()
