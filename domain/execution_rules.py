@@ -23,7 +23,15 @@ from domain.rules import (
 from domain.scoring import MAX_SCORE, compute_evidence, results
 from domain.state import Phase, PlanState
 from domain.strategy import CHOICE_NAMES, RevisionSource, StrategyComponents, diff_content
-from domain.tracking import REVENUE, MeasureStatus, assess, build_monthly_report, measure_line
+from domain.tracking import (
+    REVENUE,
+    MeasureStatus,
+    MonthlyReport,
+    QuarterlyReview,
+    assess,
+    build_monthly_report,
+    measure_line,
+)
 
 TRACKING_PHASES = (Phase.EXECUTING, Phase.LEARNING)
 
@@ -291,7 +299,7 @@ def _explain(state: PlanState, c: cmd.ExplainDeviation) -> list[Event]:
     return [ev.DeviationExplained(**meta(c), deviation_id=c.deviation_id, explanation=c.explanation)]
 
 
-def monthly_report_of(state: PlanState, month: str) -> ev.MonthlyReport:
+def monthly_report_of(state: PlanState, month: str) -> MonthlyReport:
     """The monthly report as it stands now: a pure query, also what IssueMonthlyReport records."""
     assert state.strategy is not None
     actuals = state.current_actuals()
@@ -355,7 +363,7 @@ def _hold_review(state: PlanState, c: cmd.HoldQuarterlyReview) -> list[Event]:
         target = sum((csf.target_for(m) or Decimal(0) for m in reported), Decimal(0)) if reported else None
         actual = sum((actuals[csf.csf_id][m] for m in reported), Decimal(0)) if reported else None
         lines.append(measure_line(csf.csf_id, target, actual, state.thresholds, csf.higher_is_better))
-    review = ev.QuarterlyReview(
+    review = QuarterlyReview(
         quarter=c.quarter,
         held_at=c.at,
         attendees=c.attendees,

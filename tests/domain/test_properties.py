@@ -28,6 +28,7 @@ from domain import (
     decide,
     decode_event,
     encode_event,
+    extrapolate_year_end,
     next_deadlines,
     replay,
 )
@@ -322,8 +323,6 @@ def test_random_command_sequences_keep_the_invariants(start: str, data: st.DataO
 def test_extrapolation_hits_the_forecast_when_actuals_run_at_a_constant_rate(
     months: list[str], factor: Decimal
 ) -> None:
-    from domain import extrapolate_year_end
-
     forecast = {m: Decimal(p * 1000) for m, p in zip(MONTHS, PROFILE, strict=True)}
     actuals = {m: forecast[m] * factor for m in months}
     expected = sum(forecast.values()) * (factor if months else 1)
