@@ -8,13 +8,12 @@ the ids and answers with what the first attempt wrote instead of writing anythin
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
-from uuid import UUID
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from domain.envelope import AppendOutcome, AppendRequest
 from eventstore import (
     ConcurrencyError,
     DuplicateEventError,
@@ -22,50 +21,6 @@ from eventstore import (
     InvalidEventError,
     NewEvent,
 )
-
-
-class EventMetadata(BaseModel):
-    """Who and what caused an event; stored beside it and covered by its hash."""
-
-    model_config = ConfigDict(frozen=True)
-
-    actor: str
-    on_behalf_of: str | None = None
-    source: str = "planloop"
-    request_id: str | None = None
-    causation_id: str | None = None
-    correlation_id: str | None = None
-    workflow_id: str | None = None
-    run_id: str | None = None
-
-
-class EventToAppend(BaseModel):
-    """One event as a workflow hands it over: its id, type, schema version and JSON data."""
-
-    model_config = ConfigDict(frozen=True)
-
-    event_id: UUID
-    type: str
-    schema_version: int = 1
-    data: dict[str, Any]
-    metadata: EventMetadata
-
-
-class AppendRequest(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    stream_id: str
-    expected_version: int | Literal["any", "no_stream"]
-    events: list[EventToAppend] = Field(min_length=1)
-
-
-class AppendOutcome(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    stream_id: str
-    version: int
-    positions: list[int]
-    duplicate: bool
 
 
 class EventStoreActivities:

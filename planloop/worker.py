@@ -16,13 +16,14 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+    from temporalio.worker import Worker
 
     from eventstore import EventStore
 
 log = get_logger(__name__)
 
 # Pure, deterministic code the sandbox may share across workflow runs instead of re-importing per run.
-SANDBOX_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "domain")
+SANDBOX_PASSTHROUGH = ("pydantic", "pydantic_core", "annotated_types", "domain", "workflows.contracts")
 
 
 async def connect_client(settings: Settings) -> Client:
@@ -69,6 +70,32 @@ async def open_event_store(settings: Settings) -> EventStore:
         raise
 
 
+def worker_activities(store: EventStore) -> list[Any]:
+    from activities import build_activities
+
+    return build_activities(store)
+
+
+def make_worker(client: Client, store: EventStore, task_queue: str, **options: Any) -> Worker:
+    """The planloop worker: every workflow and activity, the sandbox set up to pass the pure domain
+    through (it is deterministic, and re-importing pydantic models per run would be slow)."""
+    from temporalio.worker import Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+    from workflows import ALL_WORKFLOWS
+
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=worker_activities(store),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+        ),
+        **options,
+    )
+
+
 async def run_worker(
     client: Client, settings: Settings, stop_event: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
@@ -78,29 +105,16 @@ async def run_worker(
     have passed the worker's validation.
     """
     ready = ready if ready is not None else asyncio.Event()
-    from temporalio.worker import Worker
-    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
-
-    from activities import build_activities
     from workflows import ALL_WORKFLOWS
 
     store = await open_event_store(settings)
     try:
-        activity_fns = build_activities(store)
-        worker = Worker(
-            client,
-            task_queue=settings.task_queue,
-            workflows=ALL_WORKFLOWS,
-            activities=activity_fns,
-            workflow_runner=SandboxedWorkflowRunner(
-                restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
-            ),
-        )
+        worker = make_worker(client, store, settings.task_queue)
         log.info(
             "worker polling",
             task_queue=settings.task_queue,
             workflows=_names(ALL_WORKFLOWS),
-            activities=_names(activity_fns),
+            activities=_names(worker_activities(store)),
         )
         async with worker:
             ready.set()

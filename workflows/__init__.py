@@ -1,7 +1,7 @@
-"""Temporal workflow definitions: deterministic, importing only the domain.
+"""Temporal workflow definitions: deterministic, importing only the domain (and their own contracts)."""
 
-Not built yet: PlanWorkflow and CycleWorkflow arrive with the workflow issue; until then the worker
-runs the event-store activities only.
-"""
+from workflows.plan import PlanWorkflow, plan_id
 
-ALL_WORKFLOWS: list[type] = []
+ALL_WORKFLOWS: list[type] = [PlanWorkflow]
+
+__all__ = ["ALL_WORKFLOWS", "PlanWorkflow", "plan_id"]

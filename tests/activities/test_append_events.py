@@ -8,7 +8,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import AppendRequest, EventMetadata, EventStoreActivities, EventToAppend, build_activities
+from activities import EventStoreActivities, build_activities
+from domain.envelope import AppendRequest, EventMetadata, EventToAppend
 from eventstore import EventStore
 
 

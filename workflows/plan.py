@@ -1,0 +1,302 @@
+"""PlanWorkflow: one plan (an org unit in one planning cycle) as a durable workflow.
+
+The workflow is the single writer of its event stream (stream id = workflow id, e.g.
+``plan:FY2027:DE-SALES``). Every domain command is an Update of the same name:
+
+* its validator runs ``decide`` against the current state, so a refused command returns the domain
+  error's code and message and leaves no trace in the workflow's history;
+* its handler runs ``decide`` again under the plan's lock (an earlier command may have changed the
+  state meanwhile), appends the events through the ``append_events`` activity with ids from
+  ``workflow.uuid4()`` (a retried activity writes nothing twice), folds them into the state with
+  ``evolve`` and answers with the new revision and stream version.
+
+Between commands the run method sleeps on a durable timer until the plan's next deadline
+(``domain.next_deadlines``) and then feeds the clock in as a ``Tick`` command: gate reminders and
+escalations, the monthly close, quarterly reviews falling due, the end of the execution period. A
+command that moves a deadline wakes the loop, so the timers follow the calendar.
+
+The run continues as new at every iteration boundary and whenever Temporal suggests it, carrying the
+state, the stream version and the answered request ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from domain import (
+        DomainError,
+        Phase,
+        PlanState,
+        decide,
+        encode_event,
+        evolve,
+        initial_state,
+        next_deadlines,
+    )
+    from domain.commands import CommandBase, Tick
+    from domain.envelope import AppendOutcome, AppendRequest, EventMetadata, EventToAppend
+    from domain.events import Event
+    from domain.state import TERMINAL_PHASES
+    from workflows.contracts import (
+        REMEMBERED_REQUESTS,
+        CommandResult,
+        PlanCommand,
+        PlanOutcome,
+        PlanStart,
+        PlanSummary,
+        command_types,
+    )
+
+APPEND_TIMEOUT = timedelta(seconds=30)
+# Keep retrying an append until the database is back: the ids make every retry safe.
+APPEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=20)
+)
+CLOCK = "system:clock"
+
+
+def plan_id(cycle_id: str, unit_id: str) -> str:
+    """The workflow id, which is also the stream id, of a unit's plan in a cycle."""
+    return f"plan:{cycle_id}:{unit_id}"
+
+
+def refused(err: DomainError) -> ApplicationError:
+    # Non-retryable: a plain exception in a handler would fail the workflow task and hang the plan.
+    return ApplicationError(err.message, err.code, type=err.code, non_retryable=True)
+
+
+@workflow.defn(name="PlanWorkflow")
+class PlanWorkflow:
+    @workflow.init
+    def __init__(self, start: PlanStart) -> None:
+        self._plan_id = start.plan_id
+        self._state: PlanState = start.state or initial_state()
+        self._version = start.stream_version
+        self._processed: dict[str, CommandResult] = {r.request_id: r for r in start.processed}
+        self._lock = asyncio.Lock()
+        self._changed = False
+        # The plan is opened here, in memory, so validators of Updates that arrive with the first
+        # workflow task judge against the opened plan; run() stores the opening before any handler acts.
+        self._opening: list[Event] = []
+        if start.open is not None and self._state.phase is None:
+            self._opening = decide(self._state, self._stamped(start.open))
+            for event in self._opening:
+                self._state = evolve(self._state, event)
+        self._iteration = self._state.iteration
+        for name in command_types():
+            if name != Tick.model_fields["type"].default:
+                workflow.set_update_handler(name, self._handler(name), validator=self._validator(name))
+
+    # -- the run: open, then sleep until the next deadline or command --------------------------------
+
+    @workflow.run
+    async def run(self, start: PlanStart) -> PlanOutcome:
+        if self._opening:
+            async with self._lock:
+                assert start.open is not None
+                metadata = EventMetadata(
+                    actor=start.open.actor, source="cycle", request_id=f"{self._plan_id}:open", **self._ids()
+                )
+                await self._append(self._opening, metadata)
+                self._opening = []
+        while True:
+            if self._state.phase in TERMINAL_PHASES:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                return PlanOutcome(
+                    plan_id=self._plan_id,
+                    phase=self._state.phase,
+                    stream_version=self._version,
+                    iterations=self._state.iteration,
+                )
+            if self._continue_as_new_due():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._carry_over())
+            due = next_deadlines(self._state)
+            if due and due[0].at <= workflow.now():
+                await self._tick()
+                continue
+            self._changed = False
+            timeout = (due[0].at - workflow.now()) if due else None
+            # A timeout is the normal way out: the next deadline has come.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: self._changed or self._continue_as_new_due(), timeout=timeout
+                )
+
+    def _continue_as_new_due(self) -> bool:
+        return (
+            self._state.phase is not None and self._state.iteration != self._iteration
+        ) or workflow.info().is_continue_as_new_suggested()
+
+    def _carry_over(self) -> PlanStart:
+        remembered = list(self._processed.values())[-REMEMBERED_REQUESTS:]
+        return PlanStart(
+            plan_id=self._plan_id, state=self._state, stream_version=self._version, processed=remembered
+        )
+
+    async def _tick(self) -> None:
+        async with self._lock:
+            tick = Tick(actor=CLOCK, at=workflow.now())
+            try:
+                events = decide(self._state, tick)
+            except DomainError as err:  # pragma: no cover - Tick is refused only on a closed plan
+                workflow.logger.warning("clock tick refused", extra={"code": err.code})
+                return
+            if events:
+                await self._append(events, EventMetadata(actor=CLOCK, source="clock", **self._ids()))
+                self._evolve(events)
+
+    # -- updates ---------------------------------------------------------------------------------------
+
+    def _handler(self, name: str) -> Callable[[PlanCommand], Coroutine[Any, Any, CommandResult]]:
+        async def handle(request: PlanCommand) -> CommandResult:
+            self._check_name(name, request)
+            request_id = self._request_id(request)
+            await workflow.wait_condition(lambda: not self._opening)
+            async with self._lock:
+                answered = self._processed.get(request_id)
+                if answered is not None:
+                    return answered.model_copy(update={"duplicate": True})
+                return await self._execute(request, request_id)
+
+        return handle
+
+    def _validator(self, name: str) -> Callable[[PlanCommand], None]:
+        def validate(request: PlanCommand) -> None:
+            self._check_name(name, request)
+            if self._request_id(request) in self._processed:
+                return
+            try:
+                decide(self._state, self._stamped(request.command))
+            except DomainError as err:
+                raise refused(err) from None
+
+        return validate
+
+    @staticmethod
+    def _check_name(name: str, request: PlanCommand) -> None:
+        if request.command.type != name:
+            raise ApplicationError(
+                f"the {name} update carries a {request.command.type} command; "
+                f"send each command as the update of its own name ({request.command.type})",
+                type="command_mismatch",
+                non_retryable=True,
+            )
+
+    @staticmethod
+    def _request_id(request: PlanCommand) -> str:
+        if request.request_id:
+            return request.request_id
+        info = workflow.current_update_info()
+        assert info is not None
+        return info.id
+
+    @staticmethod
+    def _stamped(command: Any) -> Any:
+        # The plan's clock is the workflow's: a caller cannot back- or post-date a decision.
+        return command.model_copy(update={"at": workflow.now()})
+
+    async def _execute(self, request: PlanCommand, request_id: str) -> CommandResult:
+        command: CommandBase = self._stamped(request.command)
+        try:
+            events = decide(self._state, command)  # type: ignore[arg-type]
+        except DomainError as err:
+            raise refused(err) from None
+        metadata = EventMetadata(
+            actor=command.actor,
+            on_behalf_of=command.on_behalf_of,
+            source=request.source,
+            request_id=request_id,
+            correlation_id=request.correlation_id,
+            **self._ids(),
+        )
+        if events:
+            await self._append(events, metadata)
+            self._evolve(events)
+        latest = self._state.latest_revision
+        result = CommandResult(
+            plan_id=self._plan_id,
+            request_id=request_id,
+            command=command.type,  # type: ignore[attr-defined]
+            events=[e.type for e in events],
+            stream_version=self._version,
+            revision=None if latest is None else latest.number,
+            phase=self._state.phase,
+        )
+        self._processed[request_id] = result
+        return result
+
+    def _ids(self) -> dict[str, str]:
+        info = workflow.info()
+        return {"workflow_id": info.workflow_id, "run_id": info.run_id}
+
+    def _evolve(self, events: list[Event]) -> None:
+        for event in events:
+            self._state = evolve(self._state, event)
+        self._changed = True
+
+    async def _append(self, events: list[Event], metadata: EventMetadata) -> None:
+        request = AppendRequest(
+            stream_id=self._plan_id,
+            expected_version=self._version,
+            events=[
+                EventToAppend(
+                    event_id=workflow.uuid4(),
+                    type=event.type,
+                    schema_version=event.schema_version,
+                    data=encode_event(event),
+                    metadata=metadata,
+                )
+                for event in events
+            ],
+        )
+        try:
+            outcome = await workflow.execute_activity(
+                "append_events",
+                request,
+                result_type=AppendOutcome,
+                start_to_close_timeout=APPEND_TIMEOUT,
+                retry_policy=APPEND_RETRY,
+            )
+        except ActivityError as err:
+            # Only a non-retryable store error gets here (someone else wrote to this plan's stream):
+            # refuse the command and keep the state as it was, matching what is stored.
+            raise ApplicationError(
+                f"the plan's history could not be written ({err.cause}); nothing was changed",
+                type="append_failed",
+                non_retryable=True,
+            ) from None
+        self._version = outcome.version
+
+    # -- queries ---------------------------------------------------------------------------------------
+
+    @workflow.query(name="state")
+    def state(self) -> PlanState:
+        return self._state
+
+    @workflow.query(name="summary")
+    def summary(self) -> PlanSummary:
+        latest = self._state.latest_revision
+        return PlanSummary(
+            plan_id=self._plan_id,
+            cycle_id=self._state.cycle_id,
+            unit_id=self._state.unit_id,
+            phase=self._state.phase,
+            iteration=self._state.iteration,
+            revision=None if latest is None else latest.number,
+            signed_off_revision=self._state.signed_off_revision,
+            stream_version=self._version,
+            next_deadlines=next_deadlines(self._state),
+        )
+
+
+__all__ = ["Phase", "PlanWorkflow", "plan_id"]
