@@ -15,6 +15,7 @@ from domain import commands as cmd
 from domain import events as ev
 from domain.base import DomainModel, UtcDateTime
 from domain.events import Event
+from domain.execution_rules import close_execution_period, monthly_report_of
 from domain.rules import calendar_of, meta
 from domain.state import Phase, PlanState
 from domain.tracking import REVENUE
@@ -27,6 +28,9 @@ class DeadlineKind(StrEnum):
     EXPLANATION_DUE = "explanation_due"
     QUARTERLY_REVIEW = "quarterly_review"
     PERIOD_END = "period_end"
+
+
+_KIND_ORDER = {kind: index for index, kind in enumerate(DeadlineKind)}
 
 
 class Deadline(DomainModel):
@@ -45,6 +49,13 @@ def _missing_actuals(state: PlanState, month: str) -> tuple[str, ...]:
     actuals = state.current_actuals()
     measures = (REVENUE, *(c.csf_id for c in state.csfs))
     return tuple(m for m in measures if month not in actuals.get(m, {}))
+
+
+def _due_at_close(state: PlanState, month: str, reported: set[str]) -> bool:
+    """A month's close still has work: its report is not issued, or missing actuals are not flagged."""
+    return month not in reported or (
+        month not in state.overdue_months and bool(_missing_actuals(state, month))
+    )
 
 
 def next_deadlines(state: PlanState) -> list[Deadline]:
@@ -66,8 +77,9 @@ def next_deadlines(state: PlanState) -> list[Deadline]:
             )
     if state.phase is Phase.EXECUTING:
         calendar = calendar_of(state)
+        reported = {r.month for r in state.reports}
         for month in calendar.months():
-            if month not in state.overdue_months and _missing_actuals(state, month):
+            if _due_at_close(state, month, reported):
                 found.append(
                     Deadline(at=calendar.close_at(month), kind=DeadlineKind.MONTHLY_CLOSE, detail=month)
                 )
@@ -81,10 +93,10 @@ def next_deadlines(state: PlanState) -> list[Deadline]:
                         detail=f"Q{quarter}",
                     )
                 )
-        if not state.period_end_reached:
-            found.append(
-                Deadline(at=calendar.period_end(), kind=DeadlineKind.PERIOD_END, detail=state.unit_id)
-            )
+        # The period's books close with its last month's actuals, not on its last day; the Tick then
+        # closes the period, so an executing plan always has this deadline ahead.
+        last_close = calendar.close_at(calendar.months()[-1])
+        found.append(Deadline(at=last_close, kind=DeadlineKind.PERIOD_END, detail=state.unit_id))
     if state.phase in (Phase.EXECUTING, Phase.LEARNING):
         for deviation in state.deviations:
             if deviation.explanation is None and not deviation.overdue_flagged:
@@ -93,7 +105,8 @@ def next_deadlines(state: PlanState) -> list[Deadline]:
                         at=deviation.due_at, kind=DeadlineKind.EXPLANATION_DUE, detail=deviation.deviation_id
                     )
                 )
-    return sorted(found, key=lambda d: (d.at, d.kind.value, d.detail))
+    # At equal times, deadlines act in the order their kinds are declared: the period ends last.
+    return sorted(found, key=lambda d: (d.at, _KIND_ORDER[d.kind], d.detail))
 
 
 def decide_tick(state: PlanState, c: cmd.Tick) -> list[Event]:
@@ -134,18 +147,21 @@ def _on_deadline(state: PlanState, c: cmd.Tick, deadline: Deadline, at: datetime
             )
         ]
     if kind is DeadlineKind.MONTHLY_CLOSE:
-        return [
-            ev.ActualsOverdue(
-                **meta(c),
-                month=deadline.detail,
-                missing=_missing_actuals(state, deadline.detail),
-                due_at=deadline.at,
-            )
-        ]
+        # At the close the month's report is issued; any actuals still missing are flagged overdue first.
+        month = deadline.detail
+        missing = _missing_actuals(state, month)
+        issued: list[Event] = []
+        if missing and month not in state.overdue_months:
+            issued.append(ev.ActualsOverdue(**meta(c), month=month, missing=missing, due_at=deadline.at))
+        if all(r.month != month for r in state.reports):
+            issued.append(ev.MonthlyReportIssued(**meta(c), report=monthly_report_of(state, month)))
+        return issued
     if kind is DeadlineKind.QUARTERLY_REVIEW:
         return [ev.QuarterlyReviewDue(**meta(c), quarter=int(deadline.detail[1:]), due_at=deadline.at)]
     if kind is DeadlineKind.PERIOD_END:
-        return [ev.PeriodEndReached(**meta(c), period_end=deadline.at)]
+        # With the last month's actuals due, the period is closed and the plan moves on to learning.
+        closing = close_execution_period(state, cmd.CloseExecutionPeriod(actor=c.actor, at=c.at))
+        return [ev.PeriodEndReached(**meta(c), period_end=calendar_of(state).period_end()), *closing]
     deviation = state.deviation(deadline.detail)
     assert deviation is not None
     return [

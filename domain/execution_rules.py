@@ -377,7 +377,7 @@ def _hold_review(state: PlanState, c: cmd.HoldQuarterlyReview) -> list[Event]:
 # -- learning and refining -------------------------------------------------------------------------
 
 
-def _close_period(state: PlanState, c: cmd.CloseExecutionPeriod) -> list[Event]:
+def close_execution_period(state: PlanState, c: cmd.CloseExecutionPeriod) -> list[Event]:
     require_phase(state, c, (Phase.EXECUTING,), "only an executing plan's period can be closed")
     end = calendar_of(state).period_end()
     if c.at < end:
@@ -493,7 +493,7 @@ EXECUTION_DECIDERS: dict[str, Callable[[PlanState, Any], list[Event]]] = {
     "ExplainDeviation": _explain,
     "IssueMonthlyReport": _issue_report,
     "HoldQuarterlyReview": _hold_review,
-    "CloseExecutionPeriod": _close_period,
+    "CloseExecutionPeriod": close_execution_period,
     "ScorePlan": _score,
     "RecordLesson": _lesson,
     "RefineStrategy": _refine,

@@ -72,9 +72,11 @@ def test_missing_monthly_actuals_are_overdue_after_the_monthly_close() -> None:
     close = datetime(2027, 2, 5, tzinfo=UTC)
     assert next_deadlines(h.state)[0].at == close
     assert tick(h, close - timedelta(seconds=1)) == []
-    overdue = tick(h, close)
-    assert len(overdue) == 1 and isinstance(overdue[0], ev.ActualsOverdue)
-    assert (overdue[0].month, overdue[0].missing) == ("2027-01", ("S1", "M1"))
+    overdue, report = tick(h, close)
+    assert isinstance(overdue, ev.ActualsOverdue) and isinstance(report, ev.MonthlyReportIssued)
+    assert (overdue.month, overdue.missing) == ("2027-01", ("S1", "M1"))
+    # The report issued at the close shows what was known then: revenue, and no data for the CSFs.
+    assert report.report.month == "2027-01" and report.report.revenue_actual == Decimal(80000)
     assert tick(h, close) == []
 
 
@@ -90,7 +92,13 @@ def test_a_month_fully_reported_is_not_overdue() -> None:
             currency="EUR" if measure == "revenue" else None,
             source="erp",
         )
-    assert tick(h, datetime(2027, 2, 5, tzinfo=UTC)) == []
+    assert [e.type for e in tick(h, datetime(2027, 2, 5, tzinfo=UTC))] == ["MonthlyReportIssued"]
+
+
+def test_a_month_reported_by_hand_gets_no_report_at_the_close() -> None:
+    h = executing()
+    h.do(cmd.IssueMonthlyReport, "bu-head", month="2027-01")
+    assert [e.type for e in tick(h, datetime(2027, 2, 5, tzinfo=UTC))] == ["ActualsOverdue"]
 
 
 def test_an_unexplained_deviation_is_flagged_once_after_its_due_date() -> None:
@@ -113,8 +121,17 @@ def test_quarterly_review_and_period_end_are_announced_once() -> None:
     events = tick(h, year_end)
     kinds = [e.type for e in events]
     assert kinds.count("ActualsOverdue") == 12 and kinds.count("QuarterlyReviewDue") == 4
-    assert kinds.count("PeriodEndReached") == 1
+    assert kinds.count("MonthlyReportIssued") == 12
+    # The last month's close ends the period: the plan moves on to learning, with its evidence.
+    assert kinds[-2:] == ["PeriodEndReached", "ExecutionPeriodClosed"]
+    assert h.state.phase is Phase.LEARNING and h.state.evidence is not None
     assert tick(h, year_end) == [] and next_deadlines(h.state) == []
+
+
+def test_the_period_is_not_closed_before_the_last_months_close() -> None:
+    h = executing()
+    assert [e.type for e in tick(h, datetime(2028, 1, 4, tzinfo=UTC))].count("ExecutionPeriodClosed") == 0
+    assert h.state.phase is Phase.EXECUTING
 
 
 def test_nothing_is_due_while_drafting() -> None:
