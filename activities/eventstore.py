@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+from structlog.contextvars import bound_contextvars
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,6 +23,8 @@ from eventstore import (
     InvalidEventError,
     NewEvent,
 )
+
+log = structlog.stdlib.get_logger("planloop.activities")
 
 
 class EventStoreActivities:
@@ -41,15 +45,23 @@ class EventStoreActivities:
             )
             for e in request.events
         ]
-        try:
-            result = await self.store.append(request.stream_id, request.expected_version, events)
-        except (ConcurrencyError, DuplicateEventError, InvalidEventError) as err:
-            # Retrying cannot fix these: the workflow must hear of them at once.
-            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
-        activity.logger.debug(
-            "events appended",
-            extra={"stream_id": request.stream_id, "version": result.version, "duplicate": result.duplicate},
-        )
+        info = activity.info()
+        with bound_contextvars(
+            plan_id=request.stream_id,
+            workflow_id=info.workflow_id,
+            run_id=info.workflow_run_id,
+            request_id=request.events[0].metadata.request_id,
+            attempt=info.attempt,
+        ):
+            try:
+                result = await self.store.append(request.stream_id, request.expected_version, events)
+            except (ConcurrencyError, DuplicateEventError, InvalidEventError) as err:
+                # Retrying cannot fix these: the workflow must hear of them at once.
+                log.error("append refused", error=str(err))
+                raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+            log.debug(
+                "events appended", version=result.version, count=len(events), duplicate=result.duplicate
+            )
         return AppendOutcome(
             stream_id=result.stream_id,
             version=result.version,

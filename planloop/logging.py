@@ -26,8 +26,29 @@ __all__ = [
 # Chatty at INFO (every poll, every connection); their warnings are what an operator needs.
 QUIET_LIBRARIES = ("temporalio", "asyncpg")
 
-# temporalio's workflow and activity loggers put their context in these `extra` keys.
-_TEMPORAL_EXTRAS = ("temporal_workflow", "temporal_activity")
+# temporalio's workflow and activity loggers put their context in these `extra` keys, as dicts.
+_TEMPORAL_EXTRAS = ("temporal_workflow", "temporal_activity", "temporal_update")
+_TEMPORAL_KEYS = (
+    "workflow_id",
+    "run_id",
+    "activity_type",
+    "activity_id",
+    "attempt",
+    "update_id",
+    "update_name",
+)
+
+
+def _flatten_temporal(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Lift workflow, run, activity and update ids out of temporalio's nested extras, so that every line
+    about a plan carries the same flat keys whether it came from a workflow, an activity or planloop."""
+    for key in _TEMPORAL_EXTRAS:
+        nested = event.pop(key, None)
+        if isinstance(nested, dict):
+            for name in _TEMPORAL_KEYS:
+                if name in nested:
+                    event.setdefault(name, nested[name])
+    return event
 
 
 def _renderer(log_format: str, stream: IO[str]) -> tuple[list[Any], Any]:
@@ -75,7 +96,7 @@ def configure_logging(
     )
     final, renderer = _renderer(log_format, stream)
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=_TEMPORAL_EXTRAS)],
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _flatten_temporal],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final, renderer],
     )
     handler = logging.StreamHandler(stream)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -62,6 +63,10 @@ APPEND_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=20)
 )
 CLOCK = "system:clock"
+
+# Replay-safe (silent while a worker replays history), with the workflow and run ids on every line.
+log = workflow.LoggerAdapter(logging.getLogger("planloop.workflows.plan"), None)
+log.workflow_info_on_message = False
 
 
 def plan_id(cycle_id: str, unit_id: str) -> str:
@@ -149,9 +154,12 @@ class PlanWorkflow:
             try:
                 events = decide(self._state, tick)
             except DomainError as err:  # pragma: no cover - Tick is refused only on a closed plan
-                workflow.logger.warning("clock tick refused", extra={"code": err.code})
+                log.warning("clock tick refused", extra={"code": err.code, "plan_id": self._plan_id})
                 return
             if events:
+                log.info(
+                    "deadlines passed", extra={"plan_id": self._plan_id, "events": [e.type for e in events]}
+                )
                 await self._append(events, EventMetadata(actor=CLOCK, source="clock", **self._ids()))
                 self._evolve(events)
 
@@ -178,6 +186,9 @@ class PlanWorkflow:
             try:
                 decide(self._state, self._stamped(request.command))
             except DomainError as err:
+                log.info(
+                    "command refused", extra={"command": name, "code": err.code, "plan_id": self._plan_id}
+                )
                 raise refused(err) from None
 
         return validate
@@ -233,6 +244,16 @@ class PlanWorkflow:
             phase=self._state.phase,
         )
         self._processed[request_id] = result
+        log.info(
+            "command applied",
+            extra={
+                "plan_id": self._plan_id,
+                "command": result.command,
+                "request_id": request_id,
+                "events": result.events,
+                "stream_version": self._version,
+            },
+        )
         return result
 
     def _ids(self) -> dict[str, str]:

@@ -71,7 +71,25 @@ def test_library_logs_go_through_structlog_at_warning() -> None:
     assert entry["event"] == "activity append_events retried"
     assert entry["logger"] == "temporalio.activity" and entry["level"] == "warning"
     assert entry["workflow_id"] == "plan:FY2027:DE-SALES"
-    assert entry["temporal_activity"] == {"activity_type": "append_events"}
+    # temporalio's nested extras are lifted to the flat keys every planloop line uses.
+    assert entry["activity_type"] == "append_events" and "temporal_activity" not in entry
+
+
+def test_workflow_extras_become_flat_plan_keys() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "INFO", stream=stream)
+    logging.getLogger("planloop.workflows.plan").info(
+        "command applied",
+        extra={
+            "temporal_workflow": {"workflow_id": "plan:FY2027:DE", "run_id": "r-1", "namespace": "default"},
+            "plan_id": "plan:FY2027:DE",
+            "request_id": "req-7",
+        },
+    )
+    (entry,) = lines(stream)
+    assert (entry["workflow_id"], entry["run_id"]) == ("plan:FY2027:DE", "r-1")
+    assert (entry["plan_id"], entry["request_id"]) == ("plan:FY2027:DE", "req-7")
+    assert "namespace" not in entry and "temporal_workflow" not in entry
 
 
 def test_exceptions_become_structured_in_json() -> None:
