@@ -303,24 +303,12 @@ def new_events(seq: int, count: int) -> list[NewEvent]:
     return events
 
 
-# EventStore.connect()'s session settings, for the diagnostic pool built here.
-_PLANLOOP_SETTINGS = {"idle_in_transaction_session_timeout": "60000", "application_name": "planloop"}
-
-
 async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Diagnosis only: hand a connection back to the pool without asyncpg's reset round trip."""
+    """Hand a connection back to the pool without asyncpg's reset round trip, as EventStore does."""
 
 
-async def planloop_appends(
-    dsn: str, writers: int, batch: int, seconds: float, label: str, pool_reset: bool = True
-) -> Cell:
-    if pool_reset:
-        store = await EventStore.connect(dsn, min_size=writers, max_size=writers)
-    else:
-        pool = await asyncpg.create_pool(
-            dsn, min_size=writers, max_size=writers, server_settings=_PLANLOOP_SETTINGS, reset=_no_reset
-        )
-        store = EventStore(pool)
+async def planloop_appends(dsn: str, writers: int, batch: int, seconds: float, label: str) -> Cell:
+    store = await EventStore.connect(dsn, min_size=writers, max_size=writers)
 
     async def writer(i: int, clock: Clock) -> None:
         stream, version = f"{label}-w{writers}-b{batch}-{i}", 0
@@ -433,9 +421,18 @@ async def raw_setup(dsn: str) -> None:
 
 
 async def raw_appends(
-    dsn: str, writers: int, batch: int, seconds: float, label: str, notify: bool = False
+    dsn: str,
+    writers: int,
+    batch: int,
+    seconds: float,
+    label: str,
+    notify: bool = False,
+    pool_reset: bool = True,
 ) -> Cell:
-    pool = await asyncpg.create_pool(dsn, min_size=writers, max_size=writers)
+    # With pool_reset=False the raw ceiling skips asyncpg's reset round trip on release, as the
+    # planloop store does: the tightest ceiling, so the comparison cannot flatter planloop.
+    reset = None if pool_reset else _no_reset
+    pool = await asyncpg.create_pool(dsn, min_size=writers, max_size=writers, reset=reset)
     dumps = json.dumps
 
     async def writer(i: int, clock: Clock) -> None:
@@ -574,8 +571,8 @@ def append_function_variant(drop: str = NOTIFY_LINE) -> str:
 # Where each step of eventstore_append() begins; the step breakdown cuts the function before each.
 STEPS = (
     ("advisory lock", "    PERFORM pg_advisory_xact_lock"),
-    ("idempotency check (event ids stored?)", "    -- A retried append"),
-    ("read stream head + version check", "    SELECT s.version, s.last_hash"),
+    ("read stream head", "    SELECT s.version, s.last_hash"),
+    ("version check (idempotency lookup only on a mismatch)", "    -- A retried append"),
     ("hash chain + INSERT events + result row", "    v_stamp :="),
     ("stream-head upsert", "    INSERT INTO streams AS s"),
     ("pg_notify", "    -- Subscribers are woken"),
@@ -693,6 +690,7 @@ def client_cost_us() -> dict[str, float]:
 # -- the run -----------------------------------------------------------------------------------------
 
 RAW, PLANLOOP, PEER = "raw asyncpg", "planloop", "eventsourcing"
+RAW_NO_RESET = "raw asyncpg, no pool reset"
 RAW_READ_NAME, PLANLOOP_READ_NAME = "raw asyncpg fetch + json.loads", "planloop read_stream"
 
 
@@ -803,6 +801,7 @@ async def run(admin_dsn: str, origin: str, seconds: float, rounds: int, diagnose
 
         systems: dict[str, Callable[[int, int, float, str], Awaitable[Cell]]] = {
             RAW: lambda w, b, s, label: raw_appends(raw_dsn, w, b, s, label),
+            RAW_NO_RESET: lambda w, b, s, label: raw_appends(raw_dsn, w, b, s, label, pool_reset=False),
             PLANLOOP: lambda w, b, s, label: planloop_appends(planloop_dsn, w, b, s, label),
             PEER: peer,
         }
@@ -819,10 +818,6 @@ async def run(admin_dsn: str, origin: str, seconds: float, rounds: int, diagnose
             diagnostics["planloop without NOTIFY"] = (
                 lambda w, b, s, label: planloop_appends(quiet_dsn, w, b, s, label),
                 ("single", "batch10"),
-            )
-            diagnostics["planloop without NOTIFY, no pool reset"] = (
-                lambda w, b, s, label: planloop_appends(quiet_dsn, w, b, s, label, pool_reset=False),
-                ("single",),
             )
             diagnostics["raw asyncpg + NOTIFY"] = (
                 lambda w, b, s, label: raw_appends(raw_dsn, w, b, s, label, notify=True),
@@ -867,14 +862,15 @@ async def run(admin_dsn: str, origin: str, seconds: float, rounds: int, diagnose
 def verdicts(results: Results) -> list[dict[str, Any]]:
     out = []
     for writers in WRITERS:
-        ratio = results.rate("single", PLANLOOP, writers) / results.rate("single", RAW, writers)
-        out.append(
-            {
-                "target": f"single-event appends, W={writers}: >= {APPEND_TARGET:.0%} of raw",
-                "ratio": ratio,
-                "pass": ratio >= APPEND_TARGET,
-            }
-        )
+        for ceiling in (RAW, RAW_NO_RESET):
+            ratio = results.rate("single", PLANLOOP, writers) / results.rate("single", ceiling, writers)
+            out.append(
+                {
+                    "target": f"single-event appends, W={writers}: >= {APPEND_TARGET:.0%} of {ceiling}",
+                    "ratio": ratio,
+                    "pass": ratio >= APPEND_TARGET,
+                }
+            )
     ratio = results.reads[PLANLOOP_READ_NAME] / results.reads[RAW_READ_NAME]
     out.append(
         {"target": f"stream read: >= {READ_TARGET:.0%} of raw", "ratio": ratio, "pass": ratio >= READ_TARGET}
@@ -950,7 +946,7 @@ def render(results: Results) -> str:
         lines.append("")
     lines.append("Targets")
     for v in results.verdicts:
-        lines.append(f"{'PASS' if v['pass'] else 'MISS'}  {v['target']:50} measured {v['ratio']:.0%}")
+        lines.append(f"{'PASS' if v['pass'] else 'MISS'}  {v['target']:64} measured {v['ratio']:.0%}")
     return "\n".join(lines)
 
 

@@ -105,11 +105,35 @@ def _encode(value: Any, out: list[str], canonical: bool) -> None:
         )
 
 
+class _NotPlain(Exception):
+    pass
+
+
+def _not_plain(value: Any) -> Any:
+    raise _NotPlain
+
+
+# The C encoder handles plain JSON (str, int, float, bool, None, list, dict with str keys) many times
+# faster than the walk above; anything else (Decimal, datetime, UUID, enum) raises and takes the walk.
+_plain_encoder = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_not_plain
+)
+
+
 def dumps(value: Any) -> str:
     """The JSON text stored for a payload (Decimals kept as written)."""
-    out: list[str] = []
-    _encode(value, out, canonical=False)
-    return "".join(out)
+    try:
+        text = _plain_encoder.encode(value)
+    except (_NotPlain, ValueError, TypeError):
+        text = None
+    # A NUL, which jsonb refuses, takes the walk too, which explains what is wrong. (Keys that are not
+    # strings, which json would quietly turn into strings, are refused by canonical(), which every
+    # append runs first to compute the digest.)
+    if text is None or "\\u0000" in text:
+        out: list[str] = []
+        _encode(value, out, canonical=False)
+        text = "".join(out)
+    return text
 
 
 def canonical(value: Any) -> str:

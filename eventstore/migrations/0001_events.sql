@@ -23,7 +23,6 @@ CREATE TABLE events (
 );
 
 CREATE INDEX events_feed_idx ON events (tx_id, position);
-CREATE INDEX events_recorded_at_idx ON events (stream_id, recorded_at);
 
 -- The head of each stream: its version and the hash of its last event. It is what an append
 -- locks and checks against; verify() never trusts it and recomputes the chain from events.

@@ -32,21 +32,6 @@ DECLARE
 BEGIN
     PERFORM pg_advisory_xact_lock(hashtextextended(p_stream_id, 0));
 
-    -- A retried append finds its events stored: answer with what was stored, write nothing.
-    IF EXISTS (SELECT 1 FROM events e WHERE e.event_id = ANY (p_event_ids)) THEN
-        RETURN QUERY
-            SELECT CASE
-                       WHEN e.event_id IS NULL THEN 'missing'
-                       WHEN e.stream_id = p_stream_id AND e.content_digest = d.digest THEN 'duplicate'
-                       ELSE 'mismatch'
-                   END,
-                   d.id, e.version, e.position, e.recorded_at, e.hash, NULL::bigint
-              FROM unnest(p_event_ids, p_digests) WITH ORDINALITY AS d(id, digest, ord)
-              LEFT JOIN events e ON e.event_id = d.id
-             ORDER BY d.ord;
-        RETURN;
-    END IF;
-
     SELECT s.version, s.last_hash INTO v_version, v_hash
       FROM streams s WHERE s.stream_id = p_stream_id;
     IF NOT FOUND THEN
@@ -54,10 +39,29 @@ BEGIN
         v_hash := '';
     END IF;
 
-    IF p_expected >= 0 AND p_expected <> v_version THEN
-        RETURN QUERY SELECT 'conflict'::text, NULL::uuid, NULL::bigint, NULL::bigint,
-                            NULL::timestamptz, NULL::text, v_version;
-        RETURN;
+    -- A retried append finds the stream moved past its expected version (or expected any version):
+    -- only then can its events be stored already, so only then is it worth looking. It is answered
+    -- with what was stored, and nothing is written. A batch is stored whole or not at all, so its
+    -- first id tells; the lookup by a single id keeps the cached plan an index scan.
+    IF p_expected = -1 OR p_expected <> v_version THEN
+        IF EXISTS (SELECT 1 FROM events e WHERE e.event_id = p_event_ids[1]) THEN
+            RETURN QUERY
+                SELECT CASE
+                           WHEN e.event_id IS NULL THEN 'missing'
+                           WHEN e.stream_id = p_stream_id AND e.content_digest = d.digest THEN 'duplicate'
+                           ELSE 'mismatch'
+                       END,
+                       d.id, e.version, e.position, e.recorded_at, e.hash, NULL::bigint
+                  FROM unnest(p_event_ids, p_digests) WITH ORDINALITY AS d(id, digest, ord)
+                  LEFT JOIN events e ON e.event_id = d.id
+                 ORDER BY d.ord;
+            RETURN;
+        END IF;
+        IF p_expected <> -1 THEN
+            RETURN QUERY SELECT 'conflict'::text, NULL::uuid, NULL::bigint, NULL::bigint,
+                                NULL::timestamptz, NULL::text, v_version;
+            RETURN;
+        END IF;
     END IF;
 
     v_stamp := to_char(v_now AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
