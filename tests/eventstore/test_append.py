@@ -162,3 +162,14 @@ def test_new_event_validates_its_fields() -> None:
         NewEvent("not-a-uuid", "T", {})  # type: ignore[arg-type]
     with pytest.raises(InvalidEventError, match="schema_version must be 1 or more"):
         NewEvent(uuid.uuid4(), "T", {}, schema_version=0)
+
+
+async def test_id_held_by_another_stream_is_refused_even_when_the_version_matches(store: EventStore) -> None:
+    # The function only looks for stored ids when the version does not match; the unique constraint
+    # is the backstop for an id that another stream holds.
+    held = event(n=1)
+    await store.append("first", NO_STREAM, [held])
+    with pytest.raises(DuplicateEventError, match="in another stream") as caught:
+        await store.append("second", NO_STREAM, [event(n=0), held])
+    assert caught.value.event_id == held.event_id
+    assert await store.stream_version("second") == 0
