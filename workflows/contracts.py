@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from domain import Command, Deadline, Phase, PlanState
 from domain.commands import OpenPlan
+from domain.cycle import CloseCycle, OpenCycle
+from domain.rollup import PlanFigures
 
 # How many processed request ids a plan remembers across continue-as-new: Temporal deduplicates update
 # ids only within one run, so the workflow keeps its own window of answered requests.
@@ -63,6 +65,9 @@ class PlanStart(BaseModel):
     state: PlanState | None = None
     stream_version: int = 0
     processed: list[CommandResult] = Field(default_factory=list)
+    # The workflow id of the cycle that opened the plan: the plan reports its figures there as they change.
+    # None for a plan started on its own, which then reports to nobody.
+    cycle_workflow_id: str | None = None
 
 
 class PlanSummary(BaseModel):
@@ -86,3 +91,79 @@ class PlanOutcome(BaseModel):
     phase: Phase
     stream_version: int
     iterations: int
+
+
+# -- the cycle ---------------------------------------------------------------------------------------------
+
+# Signals between a cycle and its plans.
+PLAN_PROGRESS_SIGNAL = "plan_progress"  # plan -> cycle, payload PlanFigures
+CLOSE_BY_CYCLE_SIGNAL = "close_by_cycle"  # cycle -> plan, payload ClosePlan
+
+
+class CycleStart(BaseModel):
+    """The input of a CycleWorkflow run: a new cycle (its OpenCycle), or one carried over by continue-as-new.
+
+    A carried run re-derives the cycle's state from its own (already stored) OpenCycle and CloseCycle with the
+    pure cycle decider instead of carrying the state, so the carried payload holds the hierarchy once.
+    """
+
+    open: OpenCycle
+    close: CloseCycle | None = None
+    stream_version: int = 0
+    # How many of the cycle's plans (in hierarchy order) have been started, and been sent the cycle's close.
+    started: int = 0
+    close_sent: int = 0
+    figures: list[PlanFigures] = Field(default_factory=list)
+    processed: list[str] = Field(default_factory=list)  # request ids of answered CloseCycle updates
+    # Plans started (and close signals sent) per workflow task: each batch is awaited before the next.
+    batch_size: int = Field(default=100, ge=1, le=1000)
+    # Continue as new once the run's history reaches this many events (besides Temporal's own suggestion);
+    # tests lower it to prove the carry-over.
+    history_limit: int | None = Field(default=None, ge=50)
+
+
+class CycleCommand(BaseModel):
+    """The argument of the cycle's CloseCycle Update; ``request_id`` makes a retried close answer again."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: CloseCycle
+    request_id: str | None = None
+    source: str = "api"
+    correlation_id: str | None = None
+
+
+class CycleCommandResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cycle_id: str
+    request_id: str
+    command: str
+    events: list[str]
+    stream_version: int
+    closed: bool
+    duplicate: bool = False
+
+
+class CycleProgress(BaseModel):
+    """The cycle at a glance: how many plans there are, how many run, and where they stand."""
+
+    cycle_id: str
+    plans: int
+    started: int
+    phases: dict[str, int]
+    signed_off: int
+    escalated: int
+    overdue: int
+    closed: bool
+    close_sent: int
+    stream_version: int
+
+
+class CycleOutcome(BaseModel):
+    """What a CycleWorkflow returns once closed and every open plan has been told."""
+
+    cycle_id: str
+    stream_version: int
+    plans: int
+    close_sent: int

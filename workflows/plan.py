@@ -30,7 +30,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from domain import (
@@ -43,11 +43,14 @@ with workflow.unsafe.imports_passed_through():
         initial_state,
         next_deadlines,
     )
-    from domain.commands import CommandBase, Tick
+    from domain.commands import ClosePlan, CommandBase, Tick
     from domain.envelope import AppendOutcome, AppendRequest, EventMetadata, EventToAppend
     from domain.events import Event
+    from domain.rollup import PlanFigures, plan_figures
     from domain.state import TERMINAL_PHASES
     from workflows.contracts import (
+        CLOSE_BY_CYCLE_SIGNAL,
+        PLAN_PROGRESS_SIGNAL,
         REMEMBERED_REQUESTS,
         CommandResult,
         PlanCommand,
@@ -97,6 +100,11 @@ class PlanWorkflow:
             for event in self._opening:
                 self._state = evolve(self._state, event)
         self._iteration = self._state.iteration
+        # A plan of a cycle reports its figures to the cycle when they change. A fresh plan's cycle knows it
+        # has just been opened; a carried-over run reports once, in case the last change went unreported.
+        self._cycle_workflow_id = start.cycle_workflow_id
+        self._reported: PlanFigures | None = plan_figures(self._state) if self._opening else None
+        self._report_due = self._cycle_workflow_id is not None and not self._opening
         for name in command_types():
             if name != Tick.model_fields["type"].default:
                 workflow.set_update_handler(name, self._handler(name), validator=self._validator(name))
@@ -114,6 +122,8 @@ class PlanWorkflow:
                 await self._append(self._opening, metadata)
                 self._opening = []
         while True:
+            if self._report_due:
+                await self._report_progress()
             if self._state.phase in TERMINAL_PHASES:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 return PlanOutcome(
@@ -134,7 +144,7 @@ class PlanWorkflow:
             # A timeout is the normal way out: the next deadline has come.
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: self._changed or self._continue_as_new_due(), timeout=timeout
+                    lambda: self._changed or self._report_due or self._continue_as_new_due(), timeout=timeout
                 )
 
     def _continue_as_new_due(self) -> bool:
@@ -145,8 +155,26 @@ class PlanWorkflow:
     def _carry_over(self) -> PlanStart:
         remembered = list(self._processed.values())[-REMEMBERED_REQUESTS:]
         return PlanStart(
-            plan_id=self._plan_id, state=self._state, stream_version=self._version, processed=remembered
+            plan_id=self._plan_id,
+            state=self._state,
+            stream_version=self._version,
+            processed=remembered,
+            cycle_workflow_id=self._cycle_workflow_id,
         )
+
+    async def _report_progress(self) -> None:
+        self._report_due = False
+        figures = plan_figures(self._state)
+        if self._cycle_workflow_id is None or figures == self._reported:
+            return
+        try:
+            await workflow.get_external_workflow_handle(self._cycle_workflow_id).signal(
+                PLAN_PROGRESS_SIGNAL, figures
+            )
+        except FailureError as err:
+            # The cycle has ended (or never ran): the plan carries on; its stream is what counts.
+            log.info("cycle not told of progress", extra={"plan_id": self._plan_id, "error": str(err)})
+        self._reported = figures
 
     async def _tick(self) -> None:
         async with self._lock:
@@ -264,6 +292,7 @@ class PlanWorkflow:
         for event in events:
             self._state = evolve(self._state, event)
         self._changed = True
+        self._report_due = self._cycle_workflow_id is not None
 
     async def _append(self, events: list[Event], metadata: EventMetadata) -> None:
         request = AppendRequest(
@@ -297,6 +326,22 @@ class PlanWorkflow:
                 non_retryable=True,
             ) from None
         self._version = outcome.version
+
+    # -- the cycle's close ---------------------------------------------------------------------------------
+
+    @workflow.signal(name=CLOSE_BY_CYCLE_SIGNAL)
+    async def close_by_cycle(self, order: ClosePlan) -> None:
+        """The cycle was closed: close the plan with the cycle's reason, unless it has ended already."""
+        await workflow.wait_condition(lambda: not self._opening)
+        async with self._lock:
+            request_id = f"{self._cycle_workflow_id or 'cycle'}:close"
+            if request_id in self._processed or self._state.phase in TERMINAL_PHASES:
+                return
+            try:
+                await self._execute(PlanCommand(command=order, source="cycle"), request_id)
+            except ApplicationError as err:
+                # A signal cannot answer; raising would fail the plan. Its history shows nothing changed.
+                log.warning("close by cycle refused", extra={"plan_id": self._plan_id, "code": err.type})
 
     # -- queries ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,368 @@
+"""CycleWorkflow: one planning cycle (e.g. FY2027) for the whole company, as a durable workflow.
+
+Workflow id = stream id = ``cycle:{cycle_id}``. The run
+
+1. records the cycle's opening (``decide_cycle`` on the OpenCycle it was started with) in its own stream
+   through the same ``append_events`` activity the plans use;
+2. starts one PlanWorkflow per unit below global (``plan:{cycle}:{unit}``) as an abandoned child, in
+   batches: each batch of starts is awaited before the next, so a hierarchy of thousands of units never
+   puts thousands of commands into one workflow task. A plan already started (a retried or continued run)
+   is skipped;
+3. follows its plans: each plan signals its key figures (``PlanFigures``) when they change; queries answer
+   the cycle's progress and a unit's consolidated numbers (``domain.rollup``), so leadership can review a
+   region or the whole company;
+4. closes on the ``CloseCycle`` Update: the cycle records CycleClosed, then tells every plan that is still
+   open to close with the cycle's reason (a signal the plan turns into its own ClosePlan), in batches, and
+   completes. A closed cycle leaves no plan running: that is what a planning office expects when it closes
+   a fiscal year's cycle.
+
+Plans are children with ParentClosePolicy.ABANDON: they outlive the cycle's runs (continue-as-new) and
+their own life is theirs. The cycle continues as new whenever Temporal suggests it (or a test's lower
+``history_limit`` is reached), carrying its OpenCycle, CloseCycle, counters and the plans' figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from domain import DomainError, OrgHierarchy, encode_event
+    from domain.commands import ClosePlan, OpenPlan
+    from domain.cycle import (
+        CloseCycle,
+        CycleEvent,
+        CycleState,
+        OpenCycle,
+        decide_cycle,
+        evolve_cycle,
+        open_plan_commands,
+    )
+    from domain.envelope import AppendOutcome, AppendRequest, EventMetadata, EventToAppend
+    from domain.rollup import Consolidated, PlanFigures, consolidate_figures
+    from domain.state import Phase
+    from workflows.contracts import (
+        CLOSE_BY_CYCLE_SIGNAL,
+        PLAN_PROGRESS_SIGNAL,
+        REMEMBERED_REQUESTS,
+        CycleCommand,
+        CycleCommandResult,
+        CycleOutcome,
+        CycleProgress,
+        CycleStart,
+        PlanStart,
+    )
+    from workflows.plan import APPEND_RETRY, APPEND_TIMEOUT, plan_id, refused
+
+SIGNAL_TIMEOUT = timedelta(minutes=5)
+
+
+def cycle_workflow_id(cycle_id: str) -> str:
+    """The workflow id, which is also the stream id, of a planning cycle."""
+    return f"cycle:{cycle_id}"
+
+
+@workflow.defn(name="CycleWorkflow")
+class CycleWorkflow:
+    @workflow.init
+    def __init__(self, start: CycleStart) -> None:
+        self._start = start
+        self._version = start.stream_version
+        self._started = start.started
+        self._close_sent = start.close_sent
+        self._figures: dict[str, PlanFigures] = {f.unit_id: f for f in start.figures}
+        self._processed: list[str] = list(start.processed)
+        self._lock = asyncio.Lock()
+        # The opening is decided here, in memory, so a CloseCycle arriving with the first workflow task is
+        # judged against the opened cycle; run() stores it before any handler acts. A carried run re-derives
+        # the same state from the same (stamped) commands and stores nothing again.
+        self._open: OpenCycle = start.open
+        if start.stream_version == 0:
+            self._open = start.open.model_copy(update={"at": workflow.now()})
+        self._opening: list[CycleEvent] = decide_cycle(CycleState(), self._open)
+        self._state = self._fold(CycleState(), self._opening)
+        self._close: CloseCycle | None = start.close
+        if start.close is not None:
+            self._state = self._fold(self._state, decide_cycle(self._state, start.close))
+        if start.stream_version > 0:
+            self._opening = []
+        self._plans: list[OpenPlan] = open_plan_commands(self._state, self._open.actor, self._open.at)
+
+    # -- the run ----------------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, start: CycleStart) -> CycleOutcome:
+        if self._opening:
+            async with self._lock:
+                metadata = EventMetadata(
+                    actor=self._open.actor,
+                    on_behalf_of=self._open.on_behalf_of,
+                    source="cycle",
+                    request_id=f"{self._stream_id}:open",
+                    **self._ids(),
+                )
+                await self._append(self._opening, metadata)
+                self._opening = []
+        # Start the plans, a batch at a time; a close stops the starting (nothing left to plan for).
+        while self._started < len(self._plans) and not self._state.closed:
+            await self._continue_as_new_if_due()
+            batch = self._plans[self._started : self._started + start.batch_size]
+            await asyncio.gather(*(self._start_plan(c) for c in batch))
+            self._started += len(batch)
+        # Follow the plans until the cycle is closed.
+        while not self._state.closed:
+            await self._continue_as_new_if_due()
+            with contextlib.suppress(TimeoutError):
+                # Wake now and then to check the history's size: signals alone grow it.
+                await workflow.wait_condition(
+                    lambda: self._state.closed or self._continue_as_new_due(), timeout=timedelta(days=1)
+                )
+        # Closed: tell every plan still open, a batch at a time.
+        assert self._close is not None
+        while self._close_sent < self._started:
+            await self._continue_as_new_if_due()
+            batch = self._plans[self._close_sent : min(self._started, self._close_sent + start.batch_size)]
+            await asyncio.gather(*(self._tell_to_close(c.unit_id, self._close) for c in batch))
+            self._close_sent += len(batch)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return CycleOutcome(
+            cycle_id=self._cycle_id,
+            stream_version=self._version,
+            plans=len(self._plans),
+            close_sent=self._close_sent,
+        )
+
+    @property
+    def _cycle_id(self) -> str:
+        assert self._state.cycle_id is not None
+        return self._state.cycle_id
+
+    @property
+    def _stream_id(self) -> str:
+        return cycle_workflow_id(self._cycle_id)
+
+    def _continue_as_new_due(self) -> bool:
+        limit = self._start.history_limit
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or (
+            limit is not None and info.get_current_history_length() >= limit
+        )
+
+    async def _continue_as_new_if_due(self) -> None:
+        if not self._continue_as_new_due():
+            return
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            self._start.model_copy(
+                update={
+                    "open": self._open,
+                    "close": self._close,
+                    "stream_version": self._version,
+                    "started": self._started,
+                    "close_sent": self._close_sent,
+                    "figures": list(self._figures.values()),
+                    "processed": self._processed[-REMEMBERED_REQUESTS:],
+                }
+            )
+        )
+
+    async def _start_plan(self, command: OpenPlan) -> None:
+        pid = plan_id(command.cycle_id, command.unit_id)
+        try:
+            await workflow.start_child_workflow(
+                "PlanWorkflow",
+                PlanStart(plan_id=pid, open=command, cycle_workflow_id=self._stream_id),
+                id=pid,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                # A plan that has ended is never opened a second time over its own stream.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            # Started by an earlier run of this cycle (or ended since): it reports its own figures.
+            return
+        self._figures.setdefault(command.unit_id, _opened_figures(command))
+
+    async def _tell_to_close(self, unit_id: str, close: CloseCycle) -> None:
+        figures = self._figures.get(unit_id)
+        if figures is not None and not figures.is_open:
+            return
+        order = ClosePlan(
+            actor=close.actor,
+            at=close.at,
+            on_behalf_of=close.on_behalf_of,
+            reason=f"cycle {self._cycle_id} closed: {close.reason}",
+        )
+        handle = workflow.get_external_workflow_handle(plan_id(self._cycle_id, unit_id))
+        try:
+            await handle.signal(CLOSE_BY_CYCLE_SIGNAL, order)
+        except FailureError as err:
+            # The plan has ended meanwhile (closed or cancelled): there is nothing left to close.
+            workflow.logger.info("plan not told to close", extra={"unit_id": unit_id, "error": str(err)})
+
+    # -- the CloseCycle update ----------------------------------------------------------------------------
+
+    @workflow.update(name="CloseCycle")
+    async def close_cycle(self, request: CycleCommand) -> CycleCommandResult:
+        request_id = self._request_id(request)
+        await workflow.wait_condition(lambda: not self._opening)
+        async with self._lock:
+            if request_id in self._processed:
+                return self._result(request_id, [], duplicate=True)
+            command = self._stamped(request.command)
+            try:
+                events = decide_cycle(self._state, command)
+            except DomainError as err:
+                raise refused(err) from None
+            metadata = EventMetadata(
+                actor=command.actor,
+                on_behalf_of=command.on_behalf_of,
+                source=request.source,
+                request_id=request_id,
+                correlation_id=request.correlation_id,
+                **self._ids(),
+            )
+            await self._append(events, metadata)
+            self._state = self._fold(self._state, events)
+            self._close = command
+            self._processed.append(request_id)
+            return self._result(request_id, events)
+
+    @close_cycle.validator
+    def _validate_close(self, request: CycleCommand) -> None:
+        if self._request_id(request) in self._processed:
+            return
+        try:
+            decide_cycle(self._state, self._stamped(request.command))
+        except DomainError as err:
+            raise refused(err) from None
+
+    def _result(
+        self, request_id: str, events: Sequence[CycleEvent], duplicate: bool = False
+    ) -> CycleCommandResult:
+        return CycleCommandResult(
+            cycle_id=self._cycle_id,
+            request_id=request_id,
+            command="CloseCycle",
+            events=[e.type for e in events],
+            stream_version=self._version,
+            closed=self._state.closed,
+            duplicate=duplicate,
+        )
+
+    @staticmethod
+    def _request_id(request: CycleCommand) -> str:
+        if request.request_id:
+            return request.request_id
+        info = workflow.current_update_info()
+        assert info is not None
+        return info.id
+
+    @staticmethod
+    def _stamped(command: CloseCycle) -> CloseCycle:
+        return command.model_copy(update={"at": workflow.now()})
+
+    # -- the plans' progress --------------------------------------------------------------------------------
+
+    @workflow.signal(name=PLAN_PROGRESS_SIGNAL)
+    def plan_progress(self, figures: PlanFigures) -> None:
+        known = self._figures.get(figures.unit_id)
+        # A plan sends its figures in order, but keep the newest should a stale one ever arrive late.
+        if known is None or (known.iteration, known.version) <= (figures.iteration, figures.version):
+            self._figures[figures.unit_id] = figures
+
+    @workflow.query(name="progress")
+    def progress(self) -> CycleProgress:
+        overall = consolidate_figures(self._root, self._hierarchy, self._figures)
+        return CycleProgress(
+            cycle_id=self._cycle_id,
+            plans=len(self._plans),
+            started=self._started,
+            phases=overall.phases,
+            signed_off=overall.signed_off,
+            escalated=overall.escalated,
+            overdue=overall.overdue,
+            closed=self._state.closed,
+            close_sent=self._close_sent,
+            stream_version=self._version,
+        )
+
+    @workflow.query(name="rollup")
+    def rollup(self, unit_id: str | None = None) -> Consolidated:
+        """A unit's consolidated numbers (its own plan and all below it); the whole company without a unit."""
+        try:
+            return consolidate_figures(unit_id or self._root, self._hierarchy, self._figures)
+        except DomainError as err:
+            raise refused(err) from None
+
+    @workflow.query(name="plan_figures")
+    def plan_figures(self, unit_id: str) -> PlanFigures | None:
+        return self._figures.get(unit_id)
+
+    @property
+    def _hierarchy(self) -> OrgHierarchy:
+        assert self._state.hierarchy is not None
+        return self._state.hierarchy
+
+    @property
+    def _root(self) -> str:
+        return next(u.unit_id for u in self._hierarchy.units if u.parent_id is None)
+
+    # -- the cycle's own stream -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _fold(state: CycleState, events: Sequence[CycleEvent]) -> CycleState:
+        for event in events:
+            state = evolve_cycle(state, event)
+        return state
+
+    def _ids(self) -> dict[str, str]:
+        info = workflow.info()
+        return {"workflow_id": info.workflow_id, "run_id": info.run_id}
+
+    async def _append(self, events: Sequence[CycleEvent], metadata: EventMetadata) -> None:
+        request = AppendRequest(
+            stream_id=self._stream_id,
+            expected_version=self._version,
+            events=[
+                EventToAppend(
+                    event_id=workflow.uuid4(),
+                    type=event.type,
+                    schema_version=event.schema_version,
+                    data=encode_event(event),
+                    metadata=metadata,
+                )
+                for event in events
+            ],
+        )
+        try:
+            outcome = await workflow.execute_activity(
+                "append_events",
+                request,
+                result_type=AppendOutcome,
+                start_to_close_timeout=APPEND_TIMEOUT,
+                retry_policy=APPEND_RETRY,
+            )
+        except ActivityError as err:
+            raise ApplicationError(
+                f"the cycle's history could not be written ({err.cause}); nothing was changed",
+                type="append_failed",
+                non_retryable=True,
+            ) from None
+        self._version = outcome.version
+
+
+def _opened_figures(command: OpenPlan) -> PlanFigures:
+    """What the cycle knows of a plan it has just started, until the plan reports: opened, nothing drafted."""
+    return PlanFigures(unit_id=command.unit_id, phase=Phase.DRAFTING, iteration=1, currency=command.currency)
