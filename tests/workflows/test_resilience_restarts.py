@@ -41,6 +41,7 @@ from tests.workflows.resilience import (
     start_plan,
     state_of,
     summary_of,
+    utc_now,
 )
 from workflows.contracts import CommandResult
 
@@ -226,13 +227,26 @@ async def test_temporal_restarted_on_its_sqlite_file_resumes_every_plan(
                 approval = cmd.ApprovePlan(actor=f.COUNTRY, at=f.T0, content_hash=submission.content_hash)
                 approvals_to_send.append(send_retrying(handle, approval))
 
+            # A plan with a stream of commands in flight across the restart.
+            busy, busy_setup = await executing_plan(client, task_queue)
+            busy_answers: list[CommandResult] = []
+            flow = asyncio.create_task(stream_commands(busy, actuals_for(2027)[:15], busy_answers))
+            await wait_until_answered([busy_answers], 2)
+
             # Stop the server, send commands meanwhile, start it again on the same file.
             await asyncio.to_thread(server.stop)
+            stopped_after = len(busy_answers)
+            for handle in handles:
+                assert "GateEscalated" not in [e.type for e in await store.read_stream(handle.id)]
             pending = [asyncio.create_task(a) for a in approvals_to_send]
             await asyncio.sleep(1)
             server.launch()
             await asyncio.to_thread(server.wait_ready)
+            restarted = utc_now()
             approvals = await asyncio.wait_for(asyncio.gather(*pending), timeout=60)
+            await asyncio.wait_for(flow, timeout=60)
+            assert stopped_after < 15, "the server was stopped after the flow had ended"
+            await assert_consistent(busy, store, [*busy_setup, *busy_answers])
             for handle, approval in zip(handles, approvals, strict=True):
                 assert isinstance(approval, CommandResult), approval
                 assert approval.events == ["ApprovalRecorded"]
@@ -249,8 +263,11 @@ async def test_temporal_restarted_on_its_sqlite_file_resumes_every_plan(
                 assert time.monotonic() < deadline, "the gate's escalation timer never fired"
                 await asyncio.sleep(0.2)
             for handle in handles:
-                types = [e.type for e in await store.read_stream(handle.id)]
+                stored = await store.read_stream(handle.id)
+                types = [e.type for e in stored]
                 assert types.count("GateReminderSent") == 1 and types.count("GateEscalated") == 1, types
+                # Pending while the server was down, fired by the restarted server.
+                assert next(e for e in stored if e.type == "GateEscalated").recorded_at > restarted
                 submission = (await state_of(handle)).submission
                 assert submission is not None
                 fallback = await send(
