@@ -16,7 +16,8 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from temporalio.client import Client
-    from temporalio.worker import Worker
+    from temporalio.worker import Replayer, Worker
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
     from eventstore import EventStore
 
@@ -76,11 +77,31 @@ def worker_activities(store: EventStore) -> list[Any]:
     return build_activities(store)
 
 
-def make_worker(client: Client, store: EventStore, task_queue: str, **options: Any) -> Worker:
-    """The planloop worker: every workflow and activity, the sandbox set up to pass the pure domain
-    through (it is deterministic, and re-importing pydantic models per run would be slow)."""
-    from temporalio.worker import Worker
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox every planloop worker and replayer runs workflows in. The pure domain passes through:
+    it is deterministic, and re-importing its pydantic models for every run would be slow."""
     from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    )
+
+
+def make_replayer() -> Replayer:
+    """A Replayer for recorded plan and cycle histories, configured exactly like the worker."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.worker import Replayer
+
+    from workflows import ALL_WORKFLOWS
+
+    return Replayer(
+        workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
+    )
+
+
+def make_worker(client: Client, store: EventStore, task_queue: str, **options: Any) -> Worker:
+    """The planloop worker: every workflow and activity on one task queue."""
+    from temporalio.worker import Worker
 
     from workflows import ALL_WORKFLOWS
 
@@ -89,9 +110,7 @@ def make_worker(client: Client, store: EventStore, task_queue: str, **options: A
         task_queue=task_queue,
         workflows=ALL_WORKFLOWS,
         activities=worker_activities(store),
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(),
         **options,
     )
 
