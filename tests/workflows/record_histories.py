@@ -1,10 +1,10 @@
 """Record the replay fixtures: the Temporal histories of a whole fiscal year (tests/workflows/scenario.py).
 
-    python -m tests.workflows.record_histories
+    python -m tests.workflows.record_histories [FOLDER]
 
 Runs the year on a time-skipping test server with a throwaway embedded PostgreSQL, then writes the history
 of every run of the cycle workflow and of three plans (DE: pushed back twice; US: escalated gate; BR: late
-actuals) to tests/workflows/histories/. test_replay.py replays them against the current workflow code, so a
+actuals) to FOLDER (tests/workflows/histories/ by default; its JSON files are replaced). test_replay.py replays them against the current workflow code, so a
 change that would break running workflows fails CI. Re-record only when a change is deliberate and guarded
 (see "Changing workflow code safely" in the README).
 """
@@ -79,7 +79,7 @@ async def record(folder: Path) -> list[Path]:
                 await store.close()
         finally:
             postgres.stop()
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.json"):
         old.unlink()
     written = []
@@ -94,5 +94,6 @@ async def record(folder: Path) -> list[Path]:
 
 if __name__ == "__main__":
     configure_logging("console", "WARNING")
-    for path in asyncio.run(record(HISTORIES)):
+    target = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else HISTORIES
+    for path in asyncio.run(record(target)):
         print(f"recorded {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
