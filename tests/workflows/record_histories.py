@@ -4,9 +4,9 @@
 
 Runs the year on a time-skipping test server with a throwaway embedded PostgreSQL, then writes the history
 of every run of the cycle workflow and of three plans (DE: pushed back twice; US: escalated gate; BR: late
-actuals) to FOLDER (tests/workflows/histories/ by default; its JSON files are replaced). test_replay.py replays them against the current workflow code, so a
-change that would break running workflows fails CI. Re-record only when a change is deliberate and guarded
-(see "Changing workflow code safely" in the README).
+actuals) to FOLDER (tests/workflows/histories/ by default; its JSON files are replaced). test_replay.py
+replays them against the current workflow code, so a change that would break running workflows fails CI.
+Re-record only when a change is deliberate and guarded (see "Changing workflow code safely" in the README).
 """
 
 from __future__ import annotations
