@@ -60,7 +60,8 @@ with workflow.unsafe.imports_passed_through():
         command_types,
     )
 
-APPEND_TIMEOUT = timedelta(seconds=30)
+# An append is one round trip; a worker that died holding one is noticed this long after. Retries are safe.
+APPEND_TIMEOUT = timedelta(seconds=10)
 # Keep retrying an append until the database is back: the ids make every retry safe.
 APPEND_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=20)
