@@ -91,11 +91,11 @@ def prepare_data_dir(data_dir: Path) -> Path:
 
 
 async def apply_migrations_to(dsn: str) -> list[int]:
-    """Apply the event store's migrations to `dsn`; connection problems become one-line errors."""
-    from eventstore.migrations import apply_migrations
+    """Apply planloop's migrations to `dsn`; connection problems become one-line errors."""
+    from .migrations import migrate
 
     try:
-        return await apply_migrations(dsn)
+        return await migrate(dsn)
     except (TimeoutError, OSError) as exc:
         raise PlanloopError(
             f"cannot connect to PostgreSQL at {redact_dsn(dsn)} ({exc}); check PLANLOOP_DATABASE_URL"

@@ -25,7 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from eventstore import EventStore
-from eventstore.migrations import apply_migrations
+from planloop.migrations import migrate
 
 BIN = Path(sys.executable).parent
 
@@ -65,7 +65,7 @@ async def template_database(postgres_server: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(postgres_server)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        await apply_migrations(with_database(postgres_server, name))
+        await migrate(with_database(postgres_server, name))
         yield name
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:

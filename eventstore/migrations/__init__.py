@@ -3,11 +3,16 @@
 Each ``NNNN_name.sql`` file beside this module runs once, in its own transaction, in number order.
 A session-level advisory lock makes two processes that start at once take turns: the second finds
 the migrations recorded and applies nothing.
+
+The runner is generic: an application built on the store passes its own migration packages too (each
+a package of ``NNNN_name.sql`` files with numbers of its own range); all are applied in number order
+and recorded in the same table.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
@@ -34,25 +39,29 @@ class Migration:
     sql: str
 
 
-def available() -> list[Migration]:
-    """The migrations shipped with this version of planloop, in order."""
+def available(packages: Sequence[str] = (__package__,)) -> list[Migration]:
+    """The migrations shipped in ``packages`` (by default the event store's own), in number order."""
     found = []
-    for entry in resources.files(__package__).iterdir():
-        match = _NAME.match(entry.name)
-        if match:
-            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    for package in packages:
+        for entry in resources.files(package).iterdir():
+            match = _NAME.match(entry.name)
+            if match:
+                found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migrations share a number in {packages}: {versions}")
     return found
 
 
-async def apply(conn: asyncpg.Connection) -> list[int]:
+async def apply(conn: asyncpg.Connection, packages: Sequence[str] = (__package__,)) -> list[int]:
     """Apply the migrations this database lacks; return the versions applied (empty if none)."""
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await conn.execute(_CREATE_TABLE)
         done = {row["version"] for row in await conn.fetch(_APPLIED)}
         applied = []
-        for migration in available():
+        for migration in available(packages):
             if migration.version in done:
                 continue
             async with conn.transaction():
@@ -64,10 +73,10 @@ async def apply(conn: asyncpg.Connection) -> list[int]:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-async def apply_migrations(dsn: str) -> list[int]:
+async def apply_migrations(dsn: str, packages: Sequence[str] = (__package__,)) -> list[int]:
     """Connect to ``dsn`` and apply what is missing; return the versions applied."""
     conn = await asyncpg.connect(dsn)
     try:
-        return await apply(conn)
+        return await apply(conn, packages)
     finally:
         await conn.close()

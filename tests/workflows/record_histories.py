@@ -23,9 +23,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from eventstore import EventStore
-from eventstore.migrations import apply_migrations
 from planloop.embedded.postgres import EmbeddedPostgres
 from planloop.logging import configure_logging
+from planloop.migrations import migrate
 from planloop.worker import make_worker
 from tests.conftest import free_port
 from tests.workflows.scenario import ESCALATED, LATE_ACTUALS, PUSHED_BACK, YearScenario
@@ -54,7 +54,7 @@ async def record(folder: Path) -> list[Path]:
         postgres = EmbeddedPostgres(Path(scratch) / "pg", port=free_port())
         dsn = postgres.start()
         try:
-            await apply_migrations(dsn)
+            await migrate(dsn)
             store = await EventStore.connect(dsn)
             env = await WorkflowEnvironment.start_time_skipping(
                 data_converter=pydantic_data_converter,

@@ -21,9 +21,9 @@ from temporalio.testing import WorkflowEnvironment
 from domain import Gate, GateMode, Phase
 from domain import commands as cmd
 from eventstore import EventStore
-from eventstore.migrations import apply_migrations
 from planloop.embedded.postgres import EmbeddedPostgres
 from planloop.embedded.temporal import EmbeddedTemporal
+from planloop.migrations import migrate
 from planloop.worker import make_worker
 from tests.conftest import free_port
 from tests.domain import factory as f
@@ -152,7 +152,7 @@ async def test_postgresql_restarted_while_appends_are_in_flight(
     postgres.start()
     store: EventStore | None = None
     try:
-        await apply_migrations(postgres.dsn)
+        await migrate(postgres.dsn)
         store = await EventStore.connect(postgres.dsn, min_size=2, max_size=10)
         async with make_worker(client, store, task_queue):
             plans = await asyncio.gather(*(executing_plan(client, task_queue) for _ in range(PLANS)))
