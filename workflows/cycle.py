@@ -24,9 +24,9 @@ their own life is theirs. The cycle continues as new whenever Temporal suggests 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
@@ -84,6 +84,7 @@ class CycleWorkflow:
         self._close_sent = start.close_sent
         self._figures: dict[str, PlanFigures] = {f.unit_id: f for f in start.figures}
         self._processed: list[str] = list(start.processed)
+        self._children: list[workflow.ChildWorkflowHandle[Any, Any]] = []  # started by this run
         self._lock = asyncio.Lock()
         # The opening is decided here, in memory, so a CloseCycle arriving with the first workflow task is
         # judged against the opened cycle; run() stores it before any handler acts. A carried run re-derives
@@ -124,11 +125,8 @@ class CycleWorkflow:
         # Follow the plans until the cycle is closed.
         while not self._state.closed:
             await self._continue_as_new_if_due()
-            with contextlib.suppress(TimeoutError):
-                # Wake now and then to check the history's size: signals alone grow it.
-                await workflow.wait_condition(
-                    lambda: self._state.closed or self._continue_as_new_due(), timeout=timedelta(days=1)
-                )
+            # Each plan's signal wakes the condition, so the history's growth is noticed without a timer.
+            await workflow.wait_condition(lambda: self._state.closed or self._continue_as_new_due())
         # Closed: tell every plan still open, a batch at a time.
         assert self._close is not None
         while self._close_sent < self._started:
@@ -136,6 +134,9 @@ class CycleWorkflow:
             batch = self._plans[self._close_sent : min(self._started, self._close_sent + start.batch_size)]
             await asyncio.gather(*(self._tell_to_close(c.unit_id, self._close) for c in batch))
             self._close_sent += len(batch)
+        # The plans this run started are still its children: see them end before the run does, so no
+        # run ends while it tracks children that are closing.
+        await asyncio.gather(*self._children, return_exceptions=True)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return CycleOutcome(
             cycle_id=self._cycle_id,
@@ -181,7 +182,7 @@ class CycleWorkflow:
     async def _start_plan(self, command: OpenPlan) -> None:
         pid = plan_id(command.cycle_id, command.unit_id)
         try:
-            await workflow.start_child_workflow(
+            child = await workflow.start_child_workflow(
                 "PlanWorkflow",
                 PlanStart(plan_id=pid, open=command, cycle_workflow_id=self._stream_id),
                 id=pid,
@@ -192,6 +193,7 @@ class CycleWorkflow:
         except WorkflowAlreadyStartedError:
             # Started by an earlier run of this cycle (or ended since): it reports its own figures.
             return
+        self._children.append(child)
         self._figures.setdefault(command.unit_id, _opened_figures(command))
 
     async def _tell_to_close(self, unit_id: str, close: CloseCycle) -> None:

@@ -338,6 +338,8 @@ class PlanWorkflow:
             request_id = f"{self._cycle_workflow_id or 'cycle'}:close"
             if request_id in self._processed or self._state.phase in TERMINAL_PHASES:
                 return
+            # The cycle is finishing: it does not need to hear of this close (nor could it, once ended).
+            self._cycle_workflow_id = None
             try:
                 await self._execute(PlanCommand(command=order, source="cycle"), request_id)
             except ApplicationError as err:

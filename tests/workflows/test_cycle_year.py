@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain import Phase, PlanState, decode_event, replay
+from domain.cycle import CloseCycle
 from domain.rollup import Consolidated, PlanFigures, consolidate_figures, plan_figures, rollup
 from domain.strategy import RevisionSource
 from eventstore import EventStore, RecordedEvent
@@ -28,7 +29,7 @@ from tests.workflows.scenario import (
     hierarchy,
 )
 from workflows import CycleWorkflow, cycle_workflow_id
-from workflows.contracts import CycleProgress
+from workflows.contracts import CycleCommand, CycleProgress
 
 
 async def stored_events(store: EventStore, stream_id: str) -> list[RecordedEvent]:
@@ -183,5 +184,16 @@ async def test_a_whole_fiscal_year_from_cycle_open_to_refine(
 
     # The cycle's own stream holds only its opening; it follows the plans by their signals.
     assert [e.type for e in await stored_events(store, cycle_workflow_id(year.cycle_id))] == ["CycleOpened"]
+
+    # The planning office closes the cycle: every plan is closed and ends (nothing is left running to hold
+    # the session's time-skipping server).
+    close = CloseCycle(actor="planning-office", at=year.opened_at, reason="FY done")  # type: ignore[arg-type]
+    await year.cycle().execute_update(CycleWorkflow.close_cycle, CycleCommand(command=close))
+    await year.cycle().result()
+    for unit in UNITS:
+        await year.plan(unit).result()
+        assert (await stored_state(store, year.plan(unit).id)).phase is Phase.CLOSED
+    cycle_events = await stored_events(store, cycle_workflow_id(year.cycle_id))
+    assert [e.type for e in cycle_events] == ["CycleOpened", "CycleClosed"]
     elapsed = time.monotonic() - started
     assert elapsed < 90, f"the year took {elapsed:.0f} s"
