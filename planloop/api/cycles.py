@@ -1,0 +1,349 @@
+"""Planning cycles: open one from an org chart and a calendar, follow its progress, list its plans, close it.
+
+Opening starts the cycle's workflow, which records the opening and starts one plan per unit below global.
+Progress and the plans' figures come from the cycle's workflow (its queries), until the read models of the
+plans replace them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from domain import CycleCalendar, DomainError, OrgHierarchy, OrgLevel, Phase
+from domain.cycle import CloseCycle, CycleState, OpenCycle, decide_cycle
+from domain.money import CurrencyCode
+from domain.rollup import Consolidated, PlanFigures
+from workflows import CycleWorkflow, cycle_workflow_id
+from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress, CycleStart
+
+from .auth import Principal, Role, authenticated
+from .errors import ERROR_RESPONSES, INVALID_REQUEST, UNAVAILABLE, ApiError
+from .idempotency import HEADER, fingerprint
+
+router = APIRouter(tags=["cycles"], responses=ERROR_RESPONSES)
+
+OPEN_ROLES = frozenset({Role.LEADERSHIP, Role.INTEGRATION})
+CLOSE_ROLES = frozenset({Role.LEADERSHIP})
+# Queries of plan figures run at most this many at a time.
+_CONCURRENT_QUERIES = 32
+
+Authenticated = Annotated[Principal, Depends(authenticated)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias=HEADER, description="Makes the write safe to retry: the same key answers the same."),
+]
+
+
+class CycleDefinition(BaseModel):
+    """A cycle to open: its calendar and the org hierarchy (each unit's head authors its plan, the approvers
+    of the units above decide at their gates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    calendar: CycleCalendar
+    hierarchy: OrgHierarchy
+    currency: CurrencyCode = "EUR"
+
+
+class CycleOpenedView(BaseModel):
+    cycle_id: str
+    workflow_id: str
+    plans: list[str]
+
+
+class CycleView(BaseModel):
+    cycle_id: str
+    closed: bool
+    calendar: CycleCalendar
+    plans: int
+    progress: CycleProgress | None
+
+
+class PlanListItem(BaseModel):
+    unit_id: str
+    level: OrgLevel
+    parent_id: str | None
+    authors: list[str]
+    phase: Phase | None
+    revision: int | None
+    signed_off_revision: int | None
+    escalated: bool
+    overdue_months: int
+
+
+class PlanList(BaseModel):
+    cycle_id: str
+    total: int
+    plans: list[PlanListItem]
+
+
+class CloseCycleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str
+
+
+def _open_command(principal: Principal, definition: CycleDefinition) -> OpenCycle:
+    command = OpenCycle(
+        actor=principal.principal_id,
+        at=datetime.now(UTC),
+        calendar=definition.calendar,
+        hierarchy=definition.hierarchy,
+        currency=definition.currency,
+    )
+    try:
+        # Decided here first so an invalid org chart is refused at once, with the domain's message.
+        decide_cycle(CycleState(), command)
+    except DomainError as err:
+        raise ApiError.domain(err.code, err.message) from None
+    return command
+
+
+async def _open(
+    request: Request, principal: Principal, definition: CycleDefinition, key: str | None
+) -> JSONResponse:
+    principal.require_role(OPEN_ROLES, "opening a cycle")
+    principal.require_company_wide("opening a cycle")
+    command = _open_command(principal, definition)
+    cycle_id = definition.calendar.cycle_id
+
+    async def act(_: str) -> tuple[int, Any]:
+        client: Client = request.app.state.client
+        try:
+            await client.start_workflow(
+                CycleWorkflow.run,
+                CycleStart(open=command),
+                id=cycle_workflow_id(cycle_id),
+                task_queue=request.app.state.settings.task_queue,
+                # A cycle id names one fiscal cycle forever, even once it has been closed.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            raise ApiError.domain(
+                "cycle_already_opened", f"cycle {cycle_id} is already open; work on its plans"
+            ) from None
+        opened = CycleOpenedView(
+            cycle_id=cycle_id,
+            workflow_id=cycle_workflow_id(cycle_id),
+            plans=[u.unit_id for u in definition.hierarchy.units_below_global()],
+        )
+        return 201, opened.model_dump(mode="json")
+
+    path = "/cycles"
+    return await request.app.state.idempotency.run(
+        principal, key, "POST", path, fingerprint("POST", path, definition), act
+    )
+
+
+@router.post("/cycles", status_code=201, response_model=CycleOpenedView)
+async def open_cycle(
+    definition: CycleDefinition,
+    request: Request,
+    principal: Authenticated,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Open a cycle from a JSON body; it starts one plan per unit below global. Roles: leadership,
+    integration, admin (without org-unit scopes)."""
+    return await _open(request, principal, definition, idempotency_key)
+
+
+@router.post("/cycles/upload", status_code=201, response_model=CycleOpenedView)
+async def open_cycle_from_file(
+    request: Request,
+    principal: Authenticated,
+    file: Annotated[
+        UploadFile, File(description="The cycle as YAML or JSON: calendar, hierarchy, currency.")
+    ],
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Open a cycle from an uploaded YAML or JSON file with the same fields as POST /cycles."""
+    principal.require_role(OPEN_ROLES, "opening a cycle")
+    return await _open(
+        request, principal, parse_cycle_file(await file.read(), file.filename), idempotency_key
+    )
+
+
+def parse_cycle_file(raw: bytes, filename: str | None = None) -> CycleDefinition:
+    """A cycle definition from YAML or JSON text (JSON is YAML too); errors name the field at fault."""
+    try:
+        data = json.loads(raw) if (filename or "").endswith(".json") else yaml.safe_load(raw)
+    except (ValueError, yaml.YAMLError) as err:
+        raise ApiError(422, INVALID_REQUEST, f"the file is neither valid YAML nor JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, INVALID_REQUEST, "the file must hold a mapping with calendar and hierarchy")
+    try:
+        return CycleDefinition.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ApiError(
+            422, INVALID_REQUEST, f"{where}: {first['msg']} ({err.error_count()} problem(s) in the file)"
+        ) from None
+
+
+async def _query(request: Request, cycle_id: str, query: str, *args: Any, result_type: type) -> Any:
+    handle = request.app.state.client.get_workflow_handle(cycle_workflow_id(cycle_id))
+    try:
+        return await handle.query(query, *args, result_type=result_type)
+    except RPCError as err:
+        raise ApiError(503, UNAVAILABLE, f"the cycle's workflow did not answer ({err.message})") from None
+
+
+@router.get("/cycles/{cycle_id}", response_model=CycleView)
+async def read_cycle(cycle_id: str, request: Request, principal: Authenticated) -> CycleView:
+    """The cycle: its calendar and progress (plans started, phases, signed off, escalated, overdue)."""
+    state = await request.app.state.reader.cycle(cycle_id)
+    try:
+        progress = await _query(request, cycle_id, "progress", result_type=CycleProgress)
+    except ApiError:
+        progress = None  # the calendar and plans still come from the store
+    return CycleView(
+        cycle_id=cycle_id,
+        closed=state.closed,
+        calendar=state.calendar,
+        plans=len(state.plans),
+        progress=progress,
+    )
+
+
+@router.get("/cycles/{cycle_id}/rollup", response_model=Consolidated)
+async def read_rollup(
+    cycle_id: str,
+    request: Request,
+    principal: Authenticated,
+    unit: Annotated[
+        str | None, Query(description="A unit: its plan and all below it. Default: the company.")
+    ] = None,
+) -> Consolidated:
+    """Consolidated figures of a unit's subtree (forecast, budget, targets, phases)."""
+    state: CycleState = await request.app.state.reader.cycle(cycle_id)
+    assert state.hierarchy is not None
+    root = next(u.unit_id for u in state.hierarchy.units if u.parent_id is None)
+    target = unit or root
+    if target not in {u.unit_id for u in state.hierarchy.units}:
+        raise ApiError(404, "not_found", f"cycle {cycle_id} has no unit {target}")
+    await request.app.state.reader.require_scope(principal, cycle_id, target)
+    return await _query(request, cycle_id, "rollup", target, result_type=Consolidated)  # type: ignore[no-any-return]
+
+
+@router.get("/cycles/{cycle_id}/plans", response_model=PlanList)
+async def list_plans(
+    cycle_id: str,
+    request: Request,
+    principal: Authenticated,
+    unit: Annotated[str | None, Query(description="Only this unit's plan and those below it.")] = None,
+    phase: Annotated[Phase | None, Query(description="Only plans in this phase.")] = None,
+    overdue: Annotated[
+        bool | None, Query(description="Only plans with (or without) overdue actuals.")
+    ] = None,
+    escalated: Annotated[bool | None, Query(description="Only plans whose gate escalated (or not).")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> PlanList:
+    """The cycle's plans with their phase, in hierarchy order, filtered; only those in the caller's scopes."""
+    reader = request.app.state.reader
+    state: CycleState = await reader.cycle(cycle_id)
+    assert state.hierarchy is not None
+    planned = list(state.plans)
+    if unit is not None:
+        subtree = (
+            {unit} | {u.unit_id for u in state.hierarchy.descendants(unit)} if _known(state, unit) else set()
+        )
+        planned = [p for p in planned if p.unit_id in subtree]
+    if not principal.company_wide:
+        planned = [p for p in planned if _in_scope(principal, state, p.unit_id)]
+    gate = asyncio.Semaphore(_CONCURRENT_QUERIES)
+
+    async def figures_of(unit_id: str) -> PlanFigures | None:
+        async with gate:
+            try:
+                return await _query(request, cycle_id, "plan_figures", unit_id, result_type=PlanFigures)  # type: ignore[no-any-return]
+            except ApiError:
+                return None
+
+    figures = await asyncio.gather(*(figures_of(p.unit_id) for p in planned))
+    items = [
+        PlanListItem(
+            unit_id=p.unit_id,
+            level=p.level,
+            parent_id=p.parent_id,
+            authors=list(p.authors),
+            phase=f.phase if f else None,
+            revision=f.revision if f else None,
+            signed_off_revision=f.signed_off_revision if f else None,
+            escalated=bool(f and f.escalated),
+            overdue_months=f.overdue_months if f else 0,
+        )
+        for p, f in zip(planned, figures, strict=True)
+    ]
+    if phase is not None:
+        items = [i for i in items if i.phase == phase]
+    if overdue is not None:
+        items = [i for i in items if (i.overdue_months > 0) == overdue]
+    if escalated is not None:
+        items = [i for i in items if i.escalated == escalated]
+    return PlanList(cycle_id=cycle_id, total=len(items), plans=items[offset : offset + limit])
+
+
+def _known(state: CycleState, unit_id: str) -> bool:
+    assert state.hierarchy is not None
+    return unit_id in {u.unit_id for u in state.hierarchy.units}
+
+
+def _in_scope(principal: Principal, state: CycleState, unit_id: str) -> bool:
+    assert state.hierarchy is not None
+    lineage = {unit_id} | {u.unit_id for u in state.hierarchy.ancestors(unit_id)}
+    return bool(lineage & set(principal.scopes))
+
+
+@router.post(
+    "/cycles/{cycle_id}/commands/CloseCycle", response_model=CycleCommandResult, operation_id="CloseCycle"
+)
+async def close_cycle(
+    cycle_id: str,
+    body: CloseCycleRequest,
+    request: Request,
+    principal: Authenticated,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Close the cycle: every plan still open is closed with the cycle's reason. Roles: leadership, admin."""
+    principal.require_role(CLOSE_ROLES, "closing a cycle")
+    principal.require_company_wide("closing a cycle")
+    await request.app.state.reader.cycle(cycle_id)
+    command = CloseCycle(actor=principal.principal_id, at=datetime.now(UTC), reason=body.reason)
+
+    async def act(request_id: str) -> tuple[int, Any]:
+        handle = request.app.state.client.get_workflow_handle(cycle_workflow_id(cycle_id))
+        try:
+            result = await handle.execute_update(
+                CycleWorkflow.close_cycle,
+                CycleCommand(command=command, request_id=request_id, source="api"),
+            )
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type:
+                raise ApiError.domain(cause.type, cause.message) from None
+            raise
+        except RPCError as err:
+            # The cycle's workflow has completed: it was closed already.
+            raise ApiError.domain(
+                "cycle_closed", f"cycle {cycle_id} is already closed ({err.message})"
+            ) from None
+        return 200, result.model_dump(mode="json")
+
+    path = request.url.path
+    return await request.app.state.idempotency.run(
+        principal, idempotency_key, "POST", path, fingerprint("POST", path, body), act
+    )

@@ -1,0 +1,98 @@
+"""API tests go through the real HTTP stack: an httpx client against the FastAPI app, with a real Temporal
+dev server, a real planloop worker and a real PostgreSQL behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from temporalio.testing import WorkflowEnvironment
+
+from eventstore import EventStore
+from planloop.api import create_app
+from planloop.api.auth import Role, create_token
+from planloop.settings import Settings
+from planloop.worker import make_worker
+from tests.workflows import scenario
+
+MakeToken = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"planloop-api-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def app(
+    dev_server_env: WorkflowEnvironment, store: EventStore, task_queue: str
+) -> AsyncIterator[FastAPI]:
+    async with make_worker(dev_server_env.client, store, task_queue):
+        yield create_app(Settings(task_queue=task_queue), store=store, client=dev_server_env.client)
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://planloop.test"
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def make_token(store: EventStore) -> MakeToken:
+    """``await make_token("de-mgr", Role.PLANNER, scopes=("DE",))`` -> the Authorization headers."""
+
+    async def make(principal: str, *roles: Role, scopes: tuple[str, ...] = ()) -> Any:
+        token, _ = await create_token(store.pool, principal, roles, scopes)
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+def cycle_definition(cycle_id: str) -> dict[str, Any]:
+    """The scenario's organisation (HQ; EU with DE and FR; AMERICAS with US and BR), as a request body."""
+    calendar = scenario.calendar(cycle_id, datetime.now(UTC))
+    return {
+        "calendar": calendar.model_dump(mode="json"),
+        "hierarchy": scenario.hierarchy().model_dump(mode="json"),
+        "currency": "EUR",
+    }
+
+
+def unique_cycle() -> str:
+    return f"FY-{uuid.uuid4().hex[:8].upper()}"
+
+
+async def wait_for_plans(
+    http: httpx.AsyncClient, headers: Any, cycle_id: str, units: tuple[str, ...]
+) -> None:
+    """The cycle starts its plans in the background: wait until each has stored its opening."""
+    for unit in units:
+        for _ in range(200):
+            if (await http.get(f"/cycles/{cycle_id}/plans/{unit}", headers=headers)).status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"plan {unit} of {cycle_id} never opened")
+
+
+@pytest.fixture
+async def admin(make_token: MakeToken) -> Any:
+    return await make_token("planning-office", Role.ADMIN)
+
+
+@pytest.fixture
+async def cycle(http: httpx.AsyncClient, admin: Any) -> str:
+    """A cycle of the scenario's organisation, opened through the API with every plan started."""
+    cycle_id = unique_cycle()
+    answer = await http.post("/cycles", json=cycle_definition(cycle_id), headers=admin)
+    assert answer.status_code == 201, answer.text
+    await wait_for_plans(http, admin, cycle_id, scenario.UNITS)
+    return cycle_id
