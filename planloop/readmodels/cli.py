@@ -1,0 +1,74 @@
+"""`planloop readmodels ...`: a typer sub-app the main CLI mounts with
+``app.add_typer(readmodels_app, name="readmodels")``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from eventstore import EventStore
+from planloop.errors import ConfigurationError
+from planloop.settings import load_settings
+
+app = typer.Typer(help="Read models: rebuild them from the event store, or see where they stand.")
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+NamesArgument = Annotated[
+    list[str] | None,
+    typer.Argument(help="Read models to act on (plan_list, approval_inbox, tracking); all when omitted."),
+]
+
+
+def _with_store(action: Callable[[EventStore], Awaitable[T]]) -> T:
+    settings = load_settings()
+    if not settings.database_url:
+        raise ConfigurationError("PLANLOOP_DATABASE_URL is not set; set it to the planloop database's DSN")
+
+    async def run() -> T:
+        store = await EventStore.connect(settings.database_url or "", min_size=1, max_size=2)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+@app.command("rebuild")
+def rebuild_command(names: NamesArgument = None) -> None:
+    """Empty read models and replay every event into them."""
+    from planloop.readmodels.registry import rebuild
+
+    try:
+        applied = _with_store(lambda store: rebuild(store, names))
+    except (ConfigurationError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    for name, count in applied.items():
+        out.print(f"{name}: rebuilt from {count} events")
+
+
+@app.command("status")
+def status_command(names: NamesArgument = None) -> None:
+    """Each read model's checkpoint and whether it has caught up with the event store."""
+    from planloop.readmodels.registry import statuses
+
+    try:
+        found = _with_store(lambda store: statuses(store, names))
+    except (ConfigurationError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    table = Table("read model", "checkpoint", "updated", "caught up")
+    for s in found:
+        table.add_row(s.name, s.cursor, str(s.updated_at or "never"), "yes" if s.caught_up else "no")
+    out.print(table)
