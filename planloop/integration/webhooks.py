@@ -1,0 +1,313 @@
+"""Webhooks: outbound deliveries, at least once, signed; and checking the signature of inbound ones.
+
+Outbound runs in two steps, each with its own guarantee:
+
+1. The dispatcher is a projection of the feed: for each event it enqueues one delivery per matching
+   subscription in the same transaction that advances its checkpoint, so no event is enqueued twice
+   or skipped (the unique (subscription, event id) makes a repeat harmless anyway).
+2. The sender claims due deliveries (pushing their next attempt a lease ahead, so a sender that
+   dies mid-POST leaves the delivery to be retried), POSTs them, and marks them delivered on a 2xx,
+   otherwise schedules a retry with exponential backoff and jitter, until ``max_attempts``.
+
+A crash between a receiver's 2xx and the mark means the delivery is sent again: receivers
+deduplicate on X-Planloop-Event-Id. Deliveries are not ordered across retries; the body carries the
+event's feed position and stream version for receivers that need order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import random
+import secrets
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+import httpx
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from eventstore import RecordedEvent
+from planloop.integration.feed import feed_event
+from planloop.readmodels.projector import Projection
+
+log = structlog.stdlib.get_logger("planloop.webhooks")
+
+EVENT_ID_HEADER: Final = "X-Planloop-Event-Id"
+DELIVERY_HEADER: Final = "X-Planloop-Delivery"
+TIMESTAMP_HEADER: Final = "X-Planloop-Timestamp"
+SIGNATURE_HEADER: Final = "X-Planloop-Signature"
+ATTEMPT_HEADER: Final = "X-Planloop-Attempt"
+SIGNATURE_SCHEME: Final = "sha256="
+
+# -- subscriptions ----------------------------------------------------------------------------------
+
+INSERT_SUBSCRIPTION: Final = """
+INSERT INTO webhook_subscriptions (id, url, secret, event_types) VALUES ($1, $2, $3, $4)
+RETURNING id, url, secret, event_types, active, created_at
+"""
+SET_ACTIVE: Final = """
+UPDATE webhook_subscriptions SET active = $2 WHERE id = $1
+RETURNING id, url, secret, event_types, active, created_at
+"""
+LIST_SUBSCRIPTIONS: Final = """
+SELECT id, url, secret, event_types, active, created_at FROM webhook_subscriptions ORDER BY created_at, id
+"""
+
+
+class WebhookSubscription(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    url: str
+    secret: str
+    event_types: list[str] | None  # None: every event type
+    active: bool
+    created_at: datetime
+
+
+async def create_subscription(
+    pool: asyncpg.Pool, url: str, *, secret: str | None = None, event_types: list[str] | None = None
+) -> WebhookSubscription:
+    """Subscribe ``url`` to events (of ``event_types``, or all) recorded from now on.
+
+    Without a ``secret`` a random one is made; the receiver needs it to check signatures.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"webhook url {url!r} must start with http:// or https://")
+    row = await pool.fetchrow(
+        INSERT_SUBSCRIPTION, uuid.uuid4(), url, secret or secrets.token_urlsafe(32), event_types
+    )
+    return WebhookSubscription.model_validate(dict(row))
+
+
+async def set_subscription_active(
+    pool: asyncpg.Pool, subscription_id: uuid.UUID, active: bool
+) -> WebhookSubscription | None:
+    """Pause or resume a subscription; paused, its pending deliveries wait. None if it does not exist."""
+    row = await pool.fetchrow(SET_ACTIVE, subscription_id, active)
+    return None if row is None else WebhookSubscription.model_validate(dict(row))
+
+
+async def list_subscriptions(pool: asyncpg.Pool) -> list[WebhookSubscription]:
+    return [WebhookSubscription.model_validate(dict(r)) for r in await pool.fetch(LIST_SUBSCRIPTIONS)]
+
+
+# -- dispatching: feed -> deliveries --------------------------------------------------------------------
+
+# Only subscriptions that existed when the event was recorded get it: a new subscription does not
+# receive history (the feed serves that).
+ENQUEUE: Final = """
+INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body)
+SELECT gen_random_uuid(), s.id, $1, $2, $3
+  FROM webhook_subscriptions s
+ WHERE s.active
+   AND (s.event_types IS NULL OR $2 = ANY (s.event_types))
+   AND s.created_at <= $4
+ON CONFLICT (subscription_id, event_id) DO NOTHING
+"""
+
+
+class WebhookDispatcher(Projection):
+    """Follows the feed with its own checkpoint and enqueues a delivery per matching subscription.
+
+    Run it like a read model: ``Projector(store, [WebhookDispatcher()]).run(stop)``.
+    """
+
+    name = "webhook_dispatch"
+    decodes = False  # it forwards envelopes; it need not understand them
+
+    async def apply(self, conn: asyncpg.Connection, recorded: RecordedEvent, decoded: Any) -> None:
+        body = feed_event(recorded).model_dump_json()
+        await conn.execute(ENQUEUE, recorded.event_id, recorded.type, body, recorded.recorded_at)
+
+
+# -- sending: deliveries -> HTTP ---------------------------------------------------------------------
+
+CLAIM_DUE: Final = """
+WITH due AS (
+    SELECT d.id
+      FROM webhook_deliveries d
+      JOIN webhook_subscriptions s ON s.id = d.subscription_id
+     WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND s.active
+     ORDER BY d.next_attempt_at
+     LIMIT $1
+       FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE webhook_deliveries d
+   SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+  FROM due, webhook_subscriptions s
+ WHERE d.id = due.id AND s.id = d.subscription_id
+RETURNING d.id, d.event_id, d.body, d.attempts, s.url, s.secret
+"""
+MARK_DELIVERED: Final = """
+UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1
+"""
+MARK_FAILED_ATTEMPT: Final = """
+UPDATE webhook_deliveries
+   SET status = CASE WHEN attempts >= $3 THEN 'failed' ELSE 'pending' END,
+       next_attempt_at = now() + make_interval(secs => $2),
+       last_error = $4
+ WHERE id = $1
+"""
+
+
+class Delivery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    body: str
+    attempts: int
+    url: str
+    secret: str
+
+
+def sign(secret: str, timestamp: int | str, body: bytes | str) -> str:
+    """The signature header value: HMAC-SHA256 over ``"{timestamp}.{body}"`` with the secret."""
+    raw = body.encode() if isinstance(body, str) else body
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    return SIGNATURE_SCHEME + digest
+
+
+class WebhookSender:
+    """Sends due deliveries; run ``run(stop)`` in a task, or ``send_due()`` from a loop of your own."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        client: httpx.AsyncClient,
+        *,
+        max_attempts: int = 10,
+        base_delay: float = 2.0,
+        max_delay: float = 3600.0,
+        lease: float = 60.0,
+        batch_size: int = 20,
+        jitter: Callable[[], float] = random.random,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.lease = lease
+        self.batch_size = batch_size
+        self.jitter = jitter
+        self.clock = clock
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next attempt after ``attempts`` failed ones: doubling, capped, and
+        spread over [half, full] so receivers that failed together are not retried together."""
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempts - 1))
+        return ceiling * (0.5 + self.jitter() / 2)
+
+    async def send_due(self) -> int:
+        """Claim and send the deliveries that are due now; return how many were attempted."""
+        rows = await self.pool.fetch(CLAIM_DUE, self.batch_size, self.lease)
+        deliveries = [Delivery.model_validate(dict(r)) for r in rows]
+        await asyncio.gather(*(self._send(d) for d in deliveries))
+        return len(deliveries)
+
+    async def _send(self, delivery: Delivery) -> None:
+        timestamp = int(self.clock().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_ID_HEADER: str(delivery.event_id),
+            DELIVERY_HEADER: str(delivery.id),
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(delivery.secret, timestamp, delivery.body),
+            ATTEMPT_HEADER: str(delivery.attempts),
+        }
+        try:
+            response = await self.client.post(delivery.url, content=delivery.body, headers=headers)
+        except httpx.HTTPError as err:
+            error = f"{type(err).__name__}: {err}"
+        else:
+            if response.is_success:
+                await self.pool.execute(MARK_DELIVERED, delivery.id)
+                return
+            error = f"HTTP {response.status_code}: {response.text[:200]}"
+        delay = self.backoff(delivery.attempts)
+        await self.pool.execute(MARK_FAILED_ATTEMPT, delivery.id, delay, self.max_attempts, error)
+        log.warning(
+            "webhook delivery failed",
+            delivery=str(delivery.id),
+            event_id=str(delivery.event_id),
+            attempt=delivery.attempts,
+            error=error,
+            retry_in=None if delivery.attempts >= self.max_attempts else round(delay, 3),
+        )
+
+    async def run(self, stop: asyncio.Event | None = None, idle_interval: float = 1.0) -> None:
+        """Send until ``stop`` is set; sleep ``idle_interval`` when nothing is due."""
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                sent = await self.send_due()
+            except (asyncpg.PostgresError, OSError) as err:
+                log.error("webhook sender cannot reach the database; retrying", error=str(err))
+                sent = 0
+            if not sent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), idle_interval)
+
+
+# -- inbound -----------------------------------------------------------------------------------------
+
+
+class SignatureError(Exception):
+    """An inbound webhook's signature or timestamp is not acceptable; ``reason`` says which and why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str | int | None,
+    body: bytes | str,
+    signature: str | None,
+    now: datetime | None = None,
+    tolerance: timedelta = timedelta(minutes=5),
+) -> None:
+    """Accept an inbound webhook only if ``signature`` is HMAC-SHA256 over ``"{timestamp}.{body}"``
+    with ``secret`` and ``timestamp`` (Unix seconds) is within ``tolerance`` of ``now``.
+
+    The signature may list several comma-separated values (a sender rotating secrets). Raises
+    SignatureError naming what was wrong; returns None when the webhook is genuine and fresh.
+    """
+    if not signature:
+        raise SignatureError(
+            f"the {SIGNATURE_HEADER} header is missing; sign the body with the shared secret"
+        )
+    if timestamp is None or not str(timestamp).strip().isdigit():
+        raise SignatureError(
+            f"the {TIMESTAMP_HEADER} header {timestamp!r} is not a Unix time in seconds; "
+            "send the time the request was signed"
+        )
+    sent_at = datetime.fromtimestamp(int(timestamp), UTC)
+    age = (now or datetime.now(UTC)) - sent_at
+    if age > tolerance:
+        raise SignatureError(
+            f"the timestamp is {int(age.total_seconds())} s old, more than the "
+            f"{int(tolerance.total_seconds())} s allowed; a replayed or long-delayed request is refused, "
+            "so sign and send it again"
+        )
+    if -age > tolerance:
+        raise SignatureError(
+            f"the timestamp is {int(-age.total_seconds())} s in the future; check the sender's clock"
+        )
+    expected = sign(secret, int(timestamp), body)
+    offered = [s.strip() for s in signature.split(",")]
+    if not any(hmac.compare_digest(expected, s) for s in offered):
+        raise SignatureError(
+            "the signature does not match the body and timestamp; check the shared secret, and sign the raw "
+            f"body exactly as sent, as {SIGNATURE_SCHEME}<hex of HMAC-SHA256 over 'timestamp.body'>"
+        )
