@@ -230,7 +230,7 @@ class WebhookSender:
             error = f"{type(err).__name__}: {err}"
         else:
             if response.is_success:
-                await self.pool.execute(MARK_DELIVERED, delivery.id)
+                await self._mark_delivered(delivery)
                 return
             error = f"HTTP {response.status_code}: {response.text[:200]}"
         delay = self.backoff(delivery.attempts)
@@ -243,6 +243,10 @@ class WebhookSender:
             error=error,
             retry_in=None if delivery.attempts >= self.max_attempts else round(delay, 3),
         )
+
+    async def _mark_delivered(self, delivery: Delivery) -> None:
+        # If the process dies before this, the lease runs out and the delivery is sent again.
+        await self.pool.execute(MARK_DELIVERED, delivery.id)
 
     async def run(self, stop: asyncio.Event | None = None, idle_interval: float = 1.0) -> None:
         """Send until ``stop`` is set; sleep ``idle_interval`` when nothing is due."""
