@@ -221,3 +221,28 @@ def migrate() -> None:
         out.print(f"applied migrations {', '.join(map(str, applied))} to {target}")
     else:
         out.print(f"{target} is up to date")
+
+
+# -- the HTTP API and its command groups ------------------------------------------------------------------
+
+from .api.cli import cycle_app, plan_app, token_app  # noqa: E402  (the groups attach after the core commands)
+
+app.add_typer(token_app, name="token")
+app.add_typer(cycle_app, name="cycle")
+app.add_typer(plan_app, name="plan")
+
+
+@app.command()
+@user_errors
+def api() -> None:
+    """Run only the HTTP API against PLANLOOP_DATABASE_URL and PLANLOOP_TEMPORAL_ADDRESS, on
+    PLANLOOP_API_HOST:PLANLOOP_API_PORT."""
+    from .api.cli import serve
+
+    settings = _settings()
+    if not settings.database_url or not settings.temporal_address:
+        raise PlanloopError(
+            "`planloop api` needs external servers: set PLANLOOP_DATABASE_URL and "
+            "PLANLOOP_TEMPORAL_ADDRESS (or use `planloop up`)"
+        )
+    serve(settings)

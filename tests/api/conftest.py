@@ -96,3 +96,32 @@ async def cycle(http: httpx.AsyncClient, admin: Any) -> str:
     assert answer.status_code == 201, answer.text
     await wait_for_plans(http, admin, cycle_id, scenario.UNITS)
     return cycle_id
+
+
+@pytest.fixture
+async def live_api(
+    dev_server_env: WorkflowEnvironment, store: EventStore, task_queue: str
+) -> AsyncIterator[str]:
+    """The API served by uvicorn on a free port (as `planloop api` serves it), with a worker; its base URL.
+
+    Callers that block (the CLI, schemathesis) run in a thread, so this loop keeps serving."""
+    from planloop.api.server import serve_api
+    from tests.conftest import free_port
+
+    settings = Settings(task_queue=task_queue, api_host="127.0.0.1", api_port=free_port())
+    stop = asyncio.Event()
+    async with make_worker(dev_server_env.client, store, task_queue):
+        serving = asyncio.create_task(serve_api(settings, store, dev_server_env.client, stop))
+        url = f"http://{settings.api_host}:{settings.api_port}"
+        async with httpx.AsyncClient(base_url=url) as probe:
+            for _ in range(100):
+                try:
+                    if (await probe.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        try:
+            yield url
+        finally:
+            stop.set()
+            await serving

@@ -1,0 +1,329 @@
+"""The API's command groups of the `planloop` CLI: `token` (made directly in the database, so the first
+admin token exists before anyone can call the API), `cycle` and `plan` (clients of the HTTP API, so the
+terminal goes through the same checks as every other caller)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from planloop.errors import PlanloopError
+from planloop.settings import Settings, load_settings
+
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(command: F) -> F:
+    """A PlanloopError is one line on stderr and exit code 1, as in planloop.cli (which imports this)."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except PlanloopError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+token_app = typer.Typer(
+    help="API tokens: create and revoke (directly in the database).", no_args_is_help=True
+)
+cycle_app = typer.Typer(help="Planning cycles, through the HTTP API.", no_args_is_help=True)
+plan_app = typer.Typer(
+    help="Plans: show them and send them commands, through the HTTP API.", no_args_is_help=True
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON, for scripts.")]
+ApiUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-url",
+        envvar="PLANLOOP_API_URL",
+        help="The API's base URL [default: http://PLANLOOP_API_HOST:PLANLOOP_API_PORT].",
+        show_default=False,
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar="PLANLOOP_TOKEN", help="API token (`planloop token create`).", show_default=False
+    ),
+]
+
+
+# -- tokens ------------------------------------------------------------------------------------------------
+
+
+def database_of(settings: Settings) -> str:
+    """PLANLOOP_DATABASE_URL, else the database of the `planloop up` running on the data folder."""
+    if settings.database_url:
+        return settings.database_url
+    from planloop.stack import read_status
+
+    status = read_status(settings.data_dir)
+    if status.get("running"):
+        return str(status["postgres"]["dsn"])
+    raise PlanloopError(
+        "no database: set PLANLOOP_DATABASE_URL, or start `planloop up` (its data folder: --data-dir)"
+    )
+
+
+@token_app.command("create")
+@user_errors
+def create_token_command(
+    principal: Annotated[
+        str, typer.Option("--principal", help="Who the token acts as (the actor on events).")
+    ],
+    role: Annotated[
+        list[str],
+        typer.Option(
+            "--role",
+            help="A role (repeatable): planner, approver, leadership, csf_owner, "
+            "auditor, integration, admin.",
+        ),
+    ],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="An org unit it may act on, with those below (repeatable). None: the whole company.",
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="A display name.")] = "",
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder of `planloop up`.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API token and print it (once: only its hash is stored). Works on a fresh install."""
+    from planloop.api.auth import create_token, parse_roles
+
+    try:
+        roles = parse_roles(role)
+    except ValueError as exc:
+        raise PlanloopError(str(exc)) from None
+    dsn = database_of(load_settings(data_dir=data_dir))
+
+    async def make() -> tuple[str, Any]:
+        import asyncpg
+
+        from planloop.stack import apply_migrations_to
+
+        await apply_migrations_to(dsn)  # a fresh database gets its tables first
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await create_token(conn, principal, roles, scope or (), name)
+        finally:
+            await conn.close()
+
+    token, created = asyncio.run(make())
+    if as_json:
+        shown = {
+            "token": token,
+            "principal": principal,
+            "roles": sorted(r.value for r in roles),
+            "scopes": scope or [],
+            "created_at": created.isoformat(),
+        }
+        sys.stdout.write(json.dumps(shown) + "\n")
+        return
+    out.print(
+        f"token for [bold]{principal}[/] ({', '.join(sorted(r.value for r in roles))}; "
+        f"{'scopes ' + ', '.join(scope) if scope else 'the whole company'}):"
+    )
+    sys.stdout.write(token + "\n")
+    out.print("[dim]Store it now: it is not shown again. Send it as 'Authorization: Bearer <token>'.[/]")
+
+
+@token_app.command("revoke")
+@user_errors
+def revoke_token_command(
+    principal: Annotated[str, typer.Option("--principal", help="Revoke every token of this principal.")],
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder of `planloop up`.")] = None,
+) -> None:
+    """Revoke every live token of a principal."""
+    from planloop.api.auth import revoke_tokens
+
+    dsn = database_of(load_settings(data_dir=data_dir))
+
+    async def revoke() -> int:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await revoke_tokens(conn, principal)
+        finally:
+            await conn.close()
+
+    out.print(f"revoked {asyncio.run(revoke())} token(s) of {principal}")
+
+
+# -- the API's client --------------------------------------------------------------------------------------
+
+
+def _client(api_url: str | None, token: str | None) -> httpx.Client:
+    if not token:
+        raise PlanloopError("no API token: pass --token or set PLANLOOP_TOKEN (`planloop token create`)")
+    if not api_url:
+        settings = load_settings()
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        answer = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        raise PlanloopError(
+            f"cannot reach the API at {client.base_url} ({exc}); is `planloop up` running?"
+        ) from None
+    body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
+    if answer.status_code >= 400:
+        code = body.get("code", answer.status_code) if isinstance(body, dict) else answer.status_code
+        message = body.get("message", answer.text) if isinstance(body, dict) else answer.text
+        raise PlanloopError(f"{code}: {message}")
+    return body
+
+
+@cycle_app.command("open")
+@user_errors
+def open_cycle(
+    file: Annotated[Path, typer.Argument(help="The cycle as YAML or JSON: calendar, hierarchy, currency.")],
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Safe to retry.")] = None,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Open a planning cycle from an org chart and calendar; it starts one plan per unit below global."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise PlanloopError(f"cannot read {file} ({exc.strerror})") from None
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    with _client(api_url, token) as client:
+        opened = _call(client, "POST", "/cycles/upload", files={"file": (file.name, raw)}, headers=headers)
+    if as_json:
+        sys.stdout.write(json.dumps(opened) + "\n")
+        return
+    out.print(
+        f"opened cycle [bold]{opened['cycle_id']}[/] with {len(opened['plans'])} plans: "
+        f"{', '.join(opened['plans'])}"
+    )
+
+
+@plan_app.command("show")
+@user_errors
+def show_plan(
+    cycle_id: Annotated[str, typer.Argument(help="The cycle, e.g. FY2027.")],
+    unit_id: Annotated[str, typer.Argument(help="The org unit, e.g. DE-SALES.")],
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a plan: its phase, current revision, gate and revisions."""
+    with _client(api_url, token) as client:
+        plan = _call(client, "GET", f"/cycles/{cycle_id}/plans/{unit_id}")
+        revisions = _call(client, "GET", f"/cycles/{cycle_id}/plans/{unit_id}/revisions")
+    if as_json:
+        sys.stdout.write(json.dumps({**plan, "revisions": revisions}) + "\n")
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("Plan", plan["plan_id"])
+    grid.add_row("Phase", f"{plan['phase']} (iteration {plan['iteration']})")
+    grid.add_row("Authors", ", ".join(plan["authors"]))
+    if plan["current_gate"]:
+        gate = plan["current_gate"]["gate"]
+        grid.add_row("Gate", f"{gate['name']}: {', '.join(gate['approvers'])} (due {gate['deadline']})")
+    grid.add_row("Signed off", str(plan["signed_off_revision"] or "-"))
+    out.print(grid)
+    table = Table(title="Revisions")
+    for column in ("#", "iteration", "author", "at", "source", "reason", "changed"):
+        table.add_column(column)
+    for r in revisions:
+        table.add_row(
+            str(r["number"]),
+            str(r["iteration"]),
+            r["author"],
+            r["at"][:16],
+            r["source"],
+            r["reason"],
+            ", ".join(r["changed_fields"]),
+        )
+    out.print(table)
+
+
+@plan_app.command("command")
+@user_errors
+def send_command(
+    cycle_id: Annotated[str, typer.Argument(help="The cycle, e.g. FY2027.")],
+    unit_id: Annotated[str, typer.Argument(help="The org unit, e.g. DE-SALES.")],
+    command: Annotated[str, typer.Argument(help="The command, e.g. SubmitForApproval (see /docs).")],
+    data: Annotated[str | None, typer.Option("--data", help="The command's fields as JSON.")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="The command's fields from a JSON file.")
+    ] = None,
+    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Safe to retry.")] = None,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send a domain command to a plan, as the token's principal."""
+    try:
+        fields = json.loads(file.read_text() if file else (data or "{}"))
+    except (OSError, ValueError) as exc:
+        raise PlanloopError(f"the command's fields are not readable JSON ({exc})") from None
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    with _client(api_url, token) as client:
+        result = _call(
+            client,
+            "POST",
+            f"/cycles/{cycle_id}/plans/{unit_id}/commands/{command}",
+            json=fields,
+            headers=headers,
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    out.print(
+        f"{result['command']}: {', '.join(result['events']) or 'nothing changed'} "
+        f"[dim](phase {result['phase']}, revision {result['revision']}, version {result['stream_version']}"
+        f"{', a repeat' if result['duplicate'] else ''})[/]"
+    )
+
+
+def serve(settings: Settings) -> None:
+    """`planloop api`: the API alone, against PLANLOOP_DATABASE_URL and PLANLOOP_TEMPORAL_ADDRESS."""
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    import signal
+
+    from planloop.api.server import check_api_port, serve_api
+    from planloop.worker import connect_client, open_event_store
+
+    check_api_port(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    client = await connect_client(settings)
+    store = await open_event_store(settings)
+    try:
+        await serve_api(settings, store, client, stop)
+    finally:
+        await store.close()
