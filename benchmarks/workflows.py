@@ -10,9 +10,10 @@ One run, one Temporal dev server, one PostgreSQL, the workers in this process:
 * the ceiling: BareWorkflow (benchmarks/bare.py), an Update that calls one no-op activity, on its own
   task queue, with the same N loops for the same time. The two systems alternate cell by cell and round
   by round so that drift on the machine hits both alike; each figure is its system's best round.
-* a cycle simulation on the time-skipping server: a cycle's plans walked through submission, approval,
-  execution planning, twelve months of actuals with the clock's monthly closes, the period end and the
-  close, with env.sleep moving time on (see ``simulate_cycle``).
+* a cycle simulation on the time-skipping server: a CycleWorkflow over a generated hierarchy opens the
+  plans, which are walked through submission, approval, execution planning, twelve months of actuals with
+  the clock's monthly closes and the period end; CloseCycle closes them all. env.sleep moves time on
+  (see ``simulate_cycle``).
 
 Usage::
 
