@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from datetime import timedelta
 
@@ -90,7 +89,6 @@ async def test_a_cycle_starts_hundreds_of_plans_in_batches_once_across_continue_
 ) -> None:
     # On the dev server: the time-skipping test server keeps a parent's run that continued as new with
     # abandoned children as "pending" and then never skips time again for the rest of the session.
-    started = time.monotonic()
     env, cycle = dev_server_env, unique_cycle()
     org = generated_hierarchy(regions=4, countries_per_region=74)  # 300 plans below global
     calendar = f.calendar().model_copy(update={"cycle_id": cycle})
@@ -154,7 +152,6 @@ async def test_a_cycle_starts_hundreds_of_plans_in_batches_once_across_continue_
     for plan in handles[:: len(handles) // 10]:
         stored = await store.read_stream(plan.id)
         assert [e.type for e in stored] == ["PlanOpened", "PlanClosed"]
-    assert time.monotonic() - started < 60
 
 
 async def test_closing_a_cycle_closes_its_open_plans_and_refusals_leave_no_trace(

@@ -4,7 +4,6 @@ rollup must all agree."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from decimal import Decimal
@@ -95,7 +94,6 @@ async def assert_rollup_adds_up(year: YearScenario, store: EventStore) -> dict[s
 async def test_a_whole_fiscal_year_from_cycle_open_to_refine(
     time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str, store: EventStore
 ) -> None:
-    started = time.monotonic()
     year = YearScenario(time_skipping_env, task_queue, cycle_id=f"FY-{uuid.uuid4().hex[:8].upper()}")
     await year.open_cycle()
     opened = await stored_events(store, cycle_workflow_id(year.cycle_id))
@@ -195,5 +193,3 @@ async def test_a_whole_fiscal_year_from_cycle_open_to_refine(
         assert (await stored_state(store, year.plan(unit).id)).phase is Phase.CLOSED
     cycle_events = await stored_events(store, cycle_workflow_id(year.cycle_id))
     assert [e.type for e in cycle_events] == ["CycleOpened", "CycleClosed"]
-    elapsed = time.monotonic() - started
-    assert elapsed < 90, f"the year took {elapsed:.0f} s"
