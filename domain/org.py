@@ -3,8 +3,6 @@ walks."""
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from pydantic import Field, model_validator
 
 from domain.approval import Gate, GateMode
@@ -47,15 +45,10 @@ class OrgHierarchy(DomainModel):
                 raise ValueError(f"unit '{unit.unit_id}' needs a parent at a higher level")
         return self
 
-    @cached_property
-    def units_by_id(self) -> dict[str, OrgUnit]:
-        # An index, so walking up a hierarchy of thousands of units stays linear (a cycle opens them all).
-        return {u.unit_id: u for u in self.units}
-
     def unit(self, unit_id: str) -> OrgUnit:
-        found = self.units_by_id.get(unit_id)
-        if found is not None:
-            return found
+        for unit in self.units:
+            if unit.unit_id == unit_id:
+                return unit
         raise DomainError(
             ErrorCode.INVALID_ORG, f"there is no unit '{unit_id}' in the hierarchy; use one of its unit ids"
         )
