@@ -7,11 +7,14 @@ the interactive docs at /docs.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from . import commands, cycles, plans
+from . import actuals, commands, cycles, inbound, outbound, plans, readviews, schedules
+from .background import background_work
 from .errors import install_error_handlers
 from .idempotency import Idempotency
 from .reads import Reader
@@ -33,8 +36,19 @@ Send an `Idempotency-Key` header with a write to make it safe to retry.
 
 
 def create_app(settings: Settings, *, store: EventStore, client: Client) -> FastAPI:
-    """The API on ``store`` and ``client``; the caller owns both (and closes them)."""
-    app = FastAPI(title="planloop", version="0.1.0", description=DESCRIPTION)
+    """The API on ``store`` and ``client``; the caller owns both (and closes them).
+
+    Its lifespan (``app.router.lifespan_context``) runs the background work: the feed notifier, the
+    read models' projector and the webhook sender (see ``background``).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with background_work(store, settings.database_url) as work:
+            app.state.feed_notifier = work.notifier
+            yield
+
+    app = FastAPI(title="planloop", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.client = client
@@ -50,4 +64,9 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
     app.include_router(cycles.router)
     app.include_router(plans.router)
     app.include_router(commands.build_router())
+    app.include_router(readviews.router)
+    app.include_router(outbound.build_router())
+    app.include_router(actuals.router)
+    app.include_router(inbound.router)
+    app.include_router(schedules.router)
     return app

@@ -1,13 +1,12 @@
-"""Planning cycles: open one from an org chart and a calendar, follow its progress, list its plans, close it.
+"""Planning cycles: open one from an org chart and a calendar, follow its progress, close it.
 
 Opening starts the cycle's workflow, which records the opening and starts one plan per unit below global.
-Progress and the plans' figures come from the cycle's workflow (its queries), until the read models of the
-plans replace them.
+Progress and the rollup come from the cycle's workflow (its queries); the list of a cycle's plans comes from
+the plan list read model (``readviews``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -21,10 +20,10 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from domain import CycleCalendar, DomainError, OrgHierarchy, OrgLevel, Phase
+from domain import CycleCalendar, DomainError, OrgHierarchy
 from domain.cycle import CloseCycle, CycleState, OpenCycle, decide_cycle
 from domain.money import CurrencyCode
-from domain.rollup import Consolidated, PlanFigures
+from domain.rollup import Consolidated
 from workflows import CycleWorkflow, cycle_workflow_id
 from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress, CycleStart
 
@@ -36,8 +35,6 @@ router = APIRouter(tags=["cycles"], responses=ERROR_RESPONSES)
 
 OPEN_ROLES = frozenset({Role.LEADERSHIP, Role.INTEGRATION})
 CLOSE_ROLES = frozenset({Role.LEADERSHIP})
-# Queries of plan figures run at most this many at a time.
-_CONCURRENT_QUERIES = 32
 
 Authenticated = Annotated[Principal, Depends(authenticated)]
 IdempotencyKey = Annotated[
@@ -69,24 +66,6 @@ class CycleView(BaseModel):
     calendar: CycleCalendar
     plans: int
     progress: CycleProgress | None
-
-
-class PlanListItem(BaseModel):
-    unit_id: str
-    level: OrgLevel
-    parent_id: str | None
-    authors: list[str]
-    phase: Phase | None
-    revision: int | None
-    signed_off_revision: int | None
-    escalated: bool
-    overdue_months: int
-
-
-class PlanList(BaseModel):
-    cycle_id: str
-    total: int
-    plans: list[PlanListItem]
 
 
 class CloseCycleRequest(BaseModel):
@@ -236,76 +215,6 @@ async def read_rollup(
         raise ApiError(404, "not_found", f"cycle {cycle_id} has no unit {target}")
     await request.app.state.reader.require_scope(principal, cycle_id, target)
     return await _query(request, cycle_id, "rollup", target, result_type=Consolidated)  # type: ignore[no-any-return]
-
-
-@router.get("/cycles/{cycle_id}/plans", response_model=PlanList)
-async def list_plans(
-    cycle_id: str,
-    request: Request,
-    principal: Authenticated,
-    unit: Annotated[str | None, Query(description="Only this unit's plan and those below it.")] = None,
-    phase: Annotated[Phase | None, Query(description="Only plans in this phase.")] = None,
-    overdue: Annotated[
-        bool | None, Query(description="Only plans with (or without) overdue actuals.")
-    ] = None,
-    escalated: Annotated[bool | None, Query(description="Only plans whose gate escalated (or not).")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> PlanList:
-    """The cycle's plans with their phase, in hierarchy order, filtered; only those in the caller's scopes."""
-    reader = request.app.state.reader
-    state: CycleState = await reader.cycle(cycle_id)
-    assert state.hierarchy is not None
-    planned = list(state.plans)
-    if unit is not None:
-        subtree = (
-            {unit} | {u.unit_id for u in state.hierarchy.descendants(unit)} if _known(state, unit) else set()
-        )
-        planned = [p for p in planned if p.unit_id in subtree]
-    if not principal.company_wide:
-        planned = [p for p in planned if _in_scope(principal, state, p.unit_id)]
-    gate = asyncio.Semaphore(_CONCURRENT_QUERIES)
-
-    async def figures_of(unit_id: str) -> PlanFigures | None:
-        async with gate:
-            try:
-                return await _query(request, cycle_id, "plan_figures", unit_id, result_type=PlanFigures)  # type: ignore[no-any-return]
-            except ApiError:
-                return None
-
-    figures = await asyncio.gather(*(figures_of(p.unit_id) for p in planned))
-    items = [
-        PlanListItem(
-            unit_id=p.unit_id,
-            level=p.level,
-            parent_id=p.parent_id,
-            authors=list(p.authors),
-            phase=f.phase if f else None,
-            revision=f.revision if f else None,
-            signed_off_revision=f.signed_off_revision if f else None,
-            escalated=bool(f and f.escalated),
-            overdue_months=f.overdue_months if f else 0,
-        )
-        for p, f in zip(planned, figures, strict=True)
-    ]
-    if phase is not None:
-        items = [i for i in items if i.phase == phase]
-    if overdue is not None:
-        items = [i for i in items if (i.overdue_months > 0) == overdue]
-    if escalated is not None:
-        items = [i for i in items if i.escalated == escalated]
-    return PlanList(cycle_id=cycle_id, total=len(items), plans=items[offset : offset + limit])
-
-
-def _known(state: CycleState, unit_id: str) -> bool:
-    assert state.hierarchy is not None
-    return unit_id in {u.unit_id for u in state.hierarchy.units}
-
-
-def _in_scope(principal: Principal, state: CycleState, unit_id: str) -> bool:
-    assert state.hierarchy is not None
-    lineage = {unit_id} | {u.unit_id for u in state.hierarchy.ancestors(unit_id)}
-    return bool(lineage & set(principal.scopes))
 
 
 @router.post(

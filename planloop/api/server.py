@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from planloop.errors import PortInUseError
+from planloop.errors import PlanloopError, PortInUseError
 from planloop.logging import get_logger
 
 from .app import create_app
@@ -43,18 +43,57 @@ def check_api_port(settings: Settings) -> None:
             ) from None
 
 
-async def serve_api(settings: Settings, store: EventStore, client: Client, stop: asyncio.Event) -> None:
-    """Serve the API on settings.api_host:api_port until ``stop`` is set."""
+async def serve_api(
+    settings: Settings,
+    store: EventStore,
+    client: Client,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Serve the API on settings.api_host:api_port, with its background work, until ``stop`` is set.
+
+    ``ready`` is set once it accepts connections. Should it stop by itself (it could not bind its port,
+    its background work could not start), a PlanloopError says so.
+    """
     check_api_port(settings)
     app = create_app(settings, store=store, client=client)
     config = uvicorn.Config(
         app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False, lifespan="off"
     )
     server = _Server(config)
-    serving = asyncio.create_task(server.serve(), name="api")
-    log.info("api listening", url=f"http://{settings.api_host}:{settings.api_port}")
-    stopping = asyncio.create_task(stop.wait())
-    await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopping.cancel()
-    await serving
+    # The app's lifespan runs here rather than inside uvicorn, so a failure to start it is an exception
+    # of its own (uvicorn would turn it into sys.exit).
+    async with app.router.lifespan_context(app):
+        serving = asyncio.create_task(_serve(server, settings), name="api")
+        stopping = asyncio.create_task(stop.wait())
+        while not server.started and not serving.done() and not stop.is_set():
+            await asyncio.sleep(0.02)
+        if server.started:
+            log.info("api listening", url=api_url(settings), docs=api_url(settings) + "/docs")
+            if ready is not None:
+                ready.set()
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+        await serving
+    if not stop.is_set():
+        raise PlanloopError(f"the HTTP API at {api_url(settings)} stopped unexpectedly; see the log above")
+
+
+async def _serve(server: uvicorn.Server, settings: Settings) -> None:
+    try:
+        await server.serve()
+    except SystemExit:  # uvicorn exits when it cannot bind (the port was taken after the check)
+        raise PortInUseError(
+            "the HTTP API", settings.api_host, settings.api_port, "PLANLOOP_API_PORT"
+        ) from None
+
+
+def api_url(settings: Settings) -> str:
+    """Where clients reach the API (the loopback address when it listens on every interface)."""
+    host = settings.api_host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from eventstore import EventStore
 from planloop.errors import ConfigurationError
-from planloop.settings import load_settings
+from planloop.settings import Settings, load_settings
 
 app = typer.Typer(help="Read models: rebuild them from the event store, or see where they stand.")
 out = Console()
@@ -28,17 +28,28 @@ NamesArgument = Annotated[
 
 def _with_store(action: Callable[[EventStore], Awaitable[T]]) -> T:
     settings = load_settings()
-    if not settings.database_url:
-        raise ConfigurationError("PLANLOOP_DATABASE_URL is not set; set it to the planloop database's DSN")
+    dsn = settings.database_url or _database_of_running_up(settings)
+    if not dsn:
+        raise ConfigurationError(
+            "PLANLOOP_DATABASE_URL is not set; set it to the planloop database's DSN, or start `planloop up`"
+        )
 
     async def run() -> T:
-        store = await EventStore.connect(settings.database_url or "", min_size=1, max_size=2)
+        store = await EventStore.connect(dsn, min_size=1, max_size=2)
         try:
             return await action(store)
         finally:
             await store.close()
 
     return asyncio.run(run())
+
+
+def _database_of_running_up(settings: Settings) -> str | None:
+    """The database of the `planloop up` running on the data folder, if one runs."""
+    from planloop.stack import read_status
+
+    status = read_status(settings.data_dir)
+    return str(status["postgres"]["dsn"]) if status.get("running") else None
 
 
 def _fail(message: str) -> typer.Exit:

@@ -31,10 +31,15 @@ def task_queue() -> str:
 
 @pytest.fixture
 async def app(
-    dev_server_env: WorkflowEnvironment, store: EventStore, task_queue: str
+    dev_server_env: WorkflowEnvironment, store: EventStore, database_url: str, task_queue: str
 ) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan running (the feed notifier, the projector, the webhook sender), as
+    `planloop api` runs it."""
+    settings = Settings(task_queue=task_queue, database_url=database_url)
     async with make_worker(dev_server_env.client, store, task_queue):
-        yield create_app(Settings(task_queue=task_queue), store=store, client=dev_server_env.client)
+        api = create_app(settings, store=store, client=dev_server_env.client)
+        async with api.router.lifespan_context(api):
+            yield api
 
 
 @pytest.fixture
@@ -83,6 +88,27 @@ async def wait_for_plans(
             raise AssertionError(f"plan {unit} of {cycle_id} never opened")
 
 
+async def poll(
+    http: httpx.AsyncClient,
+    path: str,
+    headers: Any,
+    until: Callable[[Any], bool],
+    params: dict[str, Any] | None = None,
+    timeout: float = 15,
+) -> Any:
+    """GET ``path`` until its JSON answer satisfies ``until`` (the read models lag the store a little)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        answer = await http.get(path, params=params, headers=headers)
+        assert answer.status_code == 200, answer.text
+        if until(answer.json()):
+            return answer.json()
+        if loop.time() > deadline:
+            raise AssertionError(f"GET {path} {params or ''} never got there; last answer: {answer.text}")
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 async def admin(make_token: MakeToken) -> Any:
     return await make_token("planning-office", Role.ADMIN)
@@ -100,7 +126,7 @@ async def cycle(http: httpx.AsyncClient, admin: Any) -> str:
 
 @pytest.fixture
 async def live_api(
-    dev_server_env: WorkflowEnvironment, store: EventStore, task_queue: str
+    dev_server_env: WorkflowEnvironment, store: EventStore, database_url: str, task_queue: str
 ) -> AsyncIterator[str]:
     """The API served by uvicorn on a free port (as `planloop api` serves it), with a worker; its base URL.
 
@@ -108,7 +134,9 @@ async def live_api(
     from planloop.api.server import serve_api
     from tests.conftest import free_port
 
-    settings = Settings(task_queue=task_queue, api_host="127.0.0.1", api_port=free_port())
+    settings = Settings(
+        task_queue=task_queue, database_url=database_url, api_host="127.0.0.1", api_port=free_port()
+    )
     stop = asyncio.Event()
     async with make_worker(dev_server_env.client, store, task_queue):
         serving = asyncio.create_task(serve_api(settings, store, dev_server_env.client, stop))

@@ -32,6 +32,9 @@ def fuzz(base_url: str, headers: dict[str, str]) -> list[str]:
         )
         @hypothesis.given(case=operation.as_strategy())
         def check(case: Any) -> None:
+            if case.operation.path == "/events":
+                # A long poll of an empty feed would hold each generated request up to 30 s.
+                case.query = {**(case.query or {}), "wait": 0}
             case.call_and_validate(base_url=base_url, headers=headers, checks=[not_a_server_error])
 
         try:

@@ -11,7 +11,7 @@ import yaml
 from domain import decode_event
 from eventstore import EventStore
 from planloop.api.auth import Role
-from tests.api.conftest import MakeToken, cycle_definition, unique_cycle, wait_for_plans
+from tests.api.conftest import MakeToken, cycle_definition, poll, unique_cycle, wait_for_plans
 from tests.workflows import scenario
 
 
@@ -112,7 +112,8 @@ async def test_a_domain_refusal_is_a_4xx_with_its_code_and_message(
 async def test_a_cycle_lists_its_plans_with_filters_and_shows_its_progress(
     http: httpx.AsyncClient, cycle: str, admin: Any, make_token: MakeToken
 ) -> None:
-    listed = (await http.get(f"/cycles/{cycle}/plans", headers=admin)).json()
+    # The list is the plan list read model: wait until the projector has seen every plan open.
+    listed = await poll(http, f"/cycles/{cycle}/plans", admin, lambda page: page["total"] == 6)
     assert [p["unit_id"] for p in listed["plans"]] == ["AMERICAS", "EU", "BR", "DE", "FR", "US"]
     assert {p["phase"] for p in listed["plans"]} == {"drafting"}
     eu = (await http.get(f"/cycles/{cycle}/plans", params={"unit": "EU"}, headers=admin)).json()

@@ -81,7 +81,7 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 async def deliveries(store: EventStore) -> list[dict]:
     sql = """
         SELECT id, event_id, event_type, attempts, status, last_error
-          FROM webhook_deliveries ORDER BY created_at
+          FROM webhook_deliveries ORDER BY created_at, (body::jsonb ->> 'position')::bigint
     """
     return [dict(r) for r in await store.pool.fetch(sql)]
 
