@@ -3,7 +3,7 @@ walks."""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from domain.approval import Gate, GateMode
 from domain.base import DomainModel, OrgLevel
@@ -26,6 +26,27 @@ class OrgUnit(DomainModel):
 
 class OrgHierarchy(DomainModel):
     units: tuple[OrgUnit, ...]
+    # Lookups by id and by parent: a cycle of thousands of units asks for every unit's ancestors, and a
+    # scan per lookup made opening such a cycle quadratic. Private, so never serialised; derived from
+    # `units` alone, so two equal hierarchies have equal indexes.
+    _by_id: dict[str, OrgUnit] = PrivateAttr(default_factory=dict)
+    _children: dict[str, tuple[OrgUnit, ...]] = PrivateAttr(default_factory=dict)
+    _indexed: tuple[OrgUnit, ...] = PrivateAttr(default=())
+
+    def _index(self) -> None:
+        # Rebuilt when `units` is not the tuple that was indexed (model_copy(update=...) skips post-init).
+        if self._indexed is self.units:
+            return
+        children: dict[str, list[OrgUnit]] = {}
+        for unit in self.units:
+            if unit.parent_id is not None:
+                children.setdefault(unit.parent_id, []).append(unit)
+        self._by_id = {u.unit_id: u for u in self.units}
+        self._children = {parent: tuple(found) for parent, found in children.items()}
+        self._indexed = self.units
+
+    def model_post_init(self, context: object, /) -> None:
+        self._index()
 
     @model_validator(mode="after")
     def _one_tree(self) -> OrgHierarchy:
@@ -46,15 +67,17 @@ class OrgHierarchy(DomainModel):
         return self
 
     def unit(self, unit_id: str) -> OrgUnit:
-        for unit in self.units:
-            if unit.unit_id == unit_id:
-                return unit
+        self._index()
+        found = self._by_id.get(unit_id)
+        if found is not None:
+            return found
         raise DomainError(
             ErrorCode.INVALID_ORG, f"there is no unit '{unit_id}' in the hierarchy; use one of its unit ids"
         )
 
     def children(self, unit_id: str) -> tuple[OrgUnit, ...]:
-        return tuple(u for u in self.units if u.parent_id == unit_id)
+        self._index()
+        return self._children.get(unit_id, ())
 
     def ancestors(self, unit_id: str) -> tuple[OrgUnit, ...]:
         """Parent first, global last."""
