@@ -69,7 +69,7 @@ def _settings(data_dir: Path | None = None) -> Settings:
 @app.command()
 @user_errors
 def up(data_dir: DataDirOption = None) -> None:
-    """Run planloop: PostgreSQL and Temporal (embedded unless configured), migrations and the worker.
+    """Run planloop: PostgreSQL and Temporal (embedded unless configured), migrations, the worker and the API.
 
     Runs in the foreground; Ctrl-C or SIGTERM stops everything it started.
     """
@@ -94,6 +94,8 @@ def _announce(state: dict[str, Any], seconds: float) -> None:
     )
     if tp["ui_url"]:
         table.add_row("Temporal UI", tp["ui_url"])
+    table.add_row("HTTP API", state["api"]["url"])
+    table.add_row("API docs", state["api"]["docs_url"])
     table.add_row("Data folder", state["data_dir"])
     out.print(f"[bold green]planloop is up[/] [dim](pid {state['pid']}, ready in {seconds:.1f} s)[/]")
     out.print(table)
@@ -140,6 +142,8 @@ def _print_status(report: dict[str, Any]) -> None:
     table.add_row("Temporal", f"{tp['address']} (namespace {tp['namespace']})", mark(tp.get("reachable")))
     if tp.get("ui_url"):
         table.add_row("Temporal UI", tp["ui_url"], mark(tp.get("ui_reachable")))
+    if api := report.get("api"):
+        table.add_row("HTTP API", f"{api['url']} (docs: {api['docs_url']})", mark(api.get("reachable")))
     table.add_row("Data folder", report["data_dir"], "")
     out.print(
         f"planloop is [bold green]running[/] [dim](pid {report['pid']}, since {report['started_at']})[/]"
@@ -226,17 +230,19 @@ def migrate() -> None:
 # -- the HTTP API and its command groups ------------------------------------------------------------------
 
 from .api.cli import cycle_app, plan_app, token_app  # noqa: E402  (the groups attach after the core commands)
+from .readmodels.cli import app as readmodels_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(plan_app, name="plan")
+app.add_typer(readmodels_app, name="readmodels")
 
 
 @app.command()
 @user_errors
 def api() -> None:
     """Run only the HTTP API against PLANLOOP_DATABASE_URL and PLANLOOP_TEMPORAL_ADDRESS, on
-    PLANLOOP_API_HOST:PLANLOOP_API_PORT."""
+    PLANLOOP_API_HOST:PLANLOOP_API_PORT, with its background work (read models, webhook deliveries)."""
     from .api.cli import serve
 
     settings = _settings()

@@ -1,9 +1,10 @@
 """`planloop up`: the whole stack in one process, and the state file `planloop status` reads.
 
 With no addresses configured, PostgreSQL and a Temporal dev server run embedded under the data folder; a
-configured address replaces that part with an external server. Migrations are applied, then the worker runs
-until Ctrl-C or SIGTERM, and everything this process started is stopped in reverse order: worker, Temporal,
-PostgreSQL. The data folder is locked for the process's lifetime, so two stacks never share one cluster.
+configured address replaces that part with an external server. Migrations are applied, then the worker and
+the HTTP API (with its background work: read models, webhooks) run until Ctrl-C or SIGTERM, and everything
+this process started is stopped in reverse order: API, worker, Temporal, PostgreSQL. The data folder is
+locked for the process's lifetime, so two stacks never share one cluster.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .embedded.temporal import EmbeddedTemporal
 from .errors import DataDirError, DataDirInUseError, PlanloopError
 from .logging import get_logger
 from .settings import Settings
-from .worker import connect_client, redact_dsn, run_worker
+from .worker import connect_client, open_event_store, redact_dsn, run_worker
 
 log = get_logger(__name__)
 
@@ -133,8 +134,11 @@ class Stack:
 
     async def start_servers(self) -> Settings:
         """Start the embedded servers (both at once) and return settings with their addresses filled in."""
+        from .api.server import check_api_port
+
         pg, tp = self.postgres, self.temporal
         # Check every port before launching anything, so a taken port never leaves half a stack behind.
+        check_api_port(self.settings)
         if pg is not None:
             pg.check_port()
         if tp is not None:
@@ -172,6 +176,8 @@ class Stack:
         return None
 
     def state(self) -> dict[str, Any]:
+        from .api.server import api_url
+
         s, pg, tp = self.effective, self.postgres, self.temporal
         assert s.database_url is not None and s.temporal_address is not None
         return {
@@ -193,6 +199,7 @@ class Stack:
                 "log": str(tp.log_path) if tp else None,
             },
             "task_queue": s.task_queue,
+            "api": {"url": api_url(s), "docs_url": api_url(s) + "/docs"},
         }
 
     def write_state(self) -> None:
@@ -207,13 +214,16 @@ class Stack:
 
 async def run_up(settings: Settings, announce: Callable[[dict[str, Any], float], None]) -> int:
     """Run the stack until a stop signal; return the exit code. `announce(state, seconds)` says it is up."""
+    from .api.server import serve_api
+
     began = time.monotonic()
     stack = Stack(settings)
     stack.lock.acquire()
     stop = asyncio.Event()
     _install_stop_handlers(stop)
     exit_code = 0
-    worker: asyncio.Task[None] | None = None
+    parts: dict[str, asyncio.Task[None]] = {}
+    store = None
     try:
         effective = await stack.start_servers()
         if stop.is_set():
@@ -224,20 +234,30 @@ async def run_up(settings: Settings, announce: Callable[[dict[str, Any], float],
             log.info("migrations applied", versions=applied)
         client = await connect_client(effective)
         polling = asyncio.Event()
-        worker = asyncio.create_task(run_worker(client, effective, stop, polling), name="worker")
-        await asyncio.wait([worker, asyncio.create_task(polling.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if worker.done():
-            return await _supervise(stack, worker, stop)
+        parts["worker"] = asyncio.create_task(run_worker(client, effective, stop, polling), name="worker")
+        if not await _started(parts["worker"], polling):
+            return await _supervise(stack, parts, stop)
+        # The API comes up once the worker polls, so its first command finds a worker.
+        store = await open_event_store(effective)
+        serving = asyncio.Event()
+        parts["HTTP API"] = asyncio.create_task(
+            serve_api(effective, store, client, stop, serving), name="api"
+        )
+        if not await _started(parts["HTTP API"], serving):
+            return await _supervise(stack, parts, stop)
         stack.write_state()
         announce(stack.state(), time.monotonic() - began)
-        exit_code = await _supervise(stack, worker, stop)
+        exit_code = await _supervise(stack, parts, stop)
     finally:
         stop.set()
-        if worker is not None and not worker.done():
-            try:
-                await asyncio.wait_for(worker, timeout=30)
-            except Exception:
-                log.exception("worker did not stop cleanly")
+        for name, task in reversed(parts.items()):  # the API first: no new commands for the worker
+            if not task.done():
+                try:
+                    await asyncio.wait_for(task, timeout=30)
+                except Exception:
+                    log.exception(f"{name} did not stop cleanly")
+        if store is not None:
+            await store.close()
         stopping = time.monotonic()
         launched = stack.launched()
         stack.stop_servers()
@@ -248,16 +268,29 @@ async def run_up(settings: Settings, announce: Callable[[dict[str, Any], float],
     return exit_code
 
 
-async def _supervise(stack: Stack, worker: asyncio.Task[None], stop: asyncio.Event) -> int:
-    """Wait for a stop signal, a failed worker or a dead embedded server; return the exit code."""
+async def _started(task: asyncio.Task[None], ready: asyncio.Event) -> bool:
+    """Wait until ``ready`` is set (True) or ``task`` ends first (False)."""
+    waiting = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, waiting], return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    return ready.is_set() and not task.done()
+
+
+async def _supervise(stack: Stack, parts: dict[str, asyncio.Task[None]], stop: asyncio.Event) -> int:
+    """Wait for a stop signal, a failed part (worker, API) or a dead embedded server; return the exit code."""
     while not stop.is_set():
-        if worker.done():
-            if worker.cancelled() or worker.exception() is None:
-                return 0
-            exc = worker.exception()
+        for name, task in parts.items():
+            if not task.done():
+                continue
+            if task.cancelled() or task.exception() is None:
+                if stop.is_set():
+                    return 0
+                log.error(f"the {name} stopped unexpectedly")
+                return 1
+            exc = task.exception()
             if isinstance(exc, PlanloopError):
                 raise exc
-            log.error("worker failed", exc_info=exc)
+            log.error(f"the {name} failed", exc_info=exc)
             return 1
         if problem := stack.dead_server():
             log.error(problem)
@@ -302,6 +335,9 @@ def read_status(data_dir: Path) -> dict[str, Any]:
     if tp.get("ui_url"):
         ui = urlsplit(tp["ui_url"])
         tp["ui_reachable"] = _process.port_accepts(ui.hostname or "127.0.0.1", ui.port or 80)
+    if api := state.get("api"):
+        where = urlsplit(api["url"])
+        api["reachable"] = _process.port_accepts(where.hostname or "127.0.0.1", where.port or 80)
     return status
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -26,8 +27,16 @@ NamesArgument = Annotated[
 ]
 
 
-def _with_store(action: Callable[[EventStore], Awaitable[T]]) -> T:
-    settings = load_settings()
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="Data folder of the `planloop up` whose database to use.", show_default=False
+    ),
+]
+
+
+def _with_store(action: Callable[[EventStore], Awaitable[T]], data_dir: Path | None = None) -> T:
+    settings = load_settings(data_dir=data_dir)
     dsn = settings.database_url or _database_of_running_up(settings)
     if not dsn:
         raise ConfigurationError(
@@ -58,12 +67,12 @@ def _fail(message: str) -> typer.Exit:
 
 
 @app.command("rebuild")
-def rebuild_command(names: NamesArgument = None) -> None:
+def rebuild_command(names: NamesArgument = None, data_dir: DataDirOption = None) -> None:
     """Empty read models and replay every event into them."""
     from planloop.readmodels.registry import rebuild
 
     try:
-        applied = _with_store(lambda store: rebuild(store, names))
+        applied = _with_store(lambda store: rebuild(store, names), data_dir)
     except (ConfigurationError, ValueError) as exc:
         raise _fail(str(exc)) from None
     for name, count in applied.items():
@@ -71,12 +80,12 @@ def rebuild_command(names: NamesArgument = None) -> None:
 
 
 @app.command("status")
-def status_command(names: NamesArgument = None) -> None:
+def status_command(names: NamesArgument = None, data_dir: DataDirOption = None) -> None:
     """Each read model's checkpoint and whether it has caught up with the event store."""
     from planloop.readmodels.registry import statuses
 
     try:
-        found = _with_store(lambda store: statuses(store, names))
+        found = _with_store(lambda store: statuses(store, names), data_dir)
     except (ConfigurationError, ValueError) as exc:
         raise _fail(str(exc)) from None
     table = Table("read model", "checkpoint", "updated", "caught up")

@@ -28,12 +28,15 @@ def free_ports(count: int) -> list[int]:
 
 
 def planloop_env(ports: list[int], **extra: str) -> dict[str, str]:
+    """The environment of a `planloop` on ``ports``: PostgreSQL, Temporal, its UI and (a free one when
+    not given) the HTTP API."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLANLOOP_")}
-    pg, temporal, ui = ports
+    pg, temporal, ui, *api = ports
     env.update(
         PLANLOOP_POSTGRES_PORT=str(pg),
         PLANLOOP_TEMPORAL_PORT=str(temporal),
         PLANLOOP_TEMPORAL_UI_PORT=str(ui),
+        PLANLOOP_API_PORT=str(api[0] if api else free_ports(1)[0]),
         PLANLOOP_LOG_FORMAT="json",
         **extra,
     )

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from .helpers import Up, assert_all_gone, free_ports, planloop, planloop_env, processes_using
@@ -53,13 +54,19 @@ def test_up_status_second_up_and_clean_stop(data_dir: Path, env: dict[str, str],
     )
     try:
         out = up.stdout_path.read_text()
+        api_url = f"http://127.0.0.1:{env['PLANLOOP_API_PORT']}"
         for where in (
             f"127.0.0.1:{pg_port}/planloop",
             f"127.0.0.1:{temporal_port}",
             f"http://127.0.0.1:{ui_port}",
+            api_url,
+            f"{api_url}/docs",
         ):
             assert where in out
         assert str(data_dir) in out
+        # The HTTP API runs in `up`, with the readmodels commands on the same database.
+        assert httpx.get(f"{api_url}/health", timeout=5).json() == {"status": "ok"}
+        assert state["api"] == {"url": api_url, "docs_url": f"{api_url}/docs"}
 
         status = planloop("status", "--data-dir", str(data_dir), "--json", env=env)
         assert status.returncode == 0, status.stderr
@@ -73,6 +80,9 @@ def test_up_status_second_up_and_clean_stop(data_dir: Path, env: dict[str, str],
         }
         assert report["temporal"]["address"] == f"127.0.0.1:{temporal_port}"
         assert report["temporal"]["reachable"] and report["temporal"]["ui_reachable"]
+        assert report["api"]["reachable"] and report["api"]["url"] == api_url
+        models = planloop("readmodels", "status", "--data-dir", str(data_dir), env=env)
+        assert models.returncode == 0 and "plan_list" in models.stdout, models.stderr
 
         second = planloop("up", "--data-dir", str(data_dir), env=env)
         assert_one_line_error(second, f"data folder {data_dir} is in use by planloop pid {up.proc.pid}")
@@ -135,10 +145,15 @@ def test_data_survives_restart_and_kill(data_dir: Path, env: dict[str, str], tmp
 
 @pytest.mark.parametrize(
     ("which", "setting"),
-    [(0, "PLANLOOP_POSTGRES_PORT"), (1, "PLANLOOP_TEMPORAL_PORT"), (2, "PLANLOOP_TEMPORAL_UI_PORT")],
+    [
+        (0, "PLANLOOP_POSTGRES_PORT"),
+        (1, "PLANLOOP_TEMPORAL_PORT"),
+        (2, "PLANLOOP_TEMPORAL_UI_PORT"),
+        (3, "PLANLOOP_API_PORT"),
+    ],
 )
 def test_port_in_use_is_a_one_line_error(which: int, setting: str, data_dir: Path) -> None:
-    ports = free_ports(3)
+    ports = free_ports(4)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", ports[which]))
         taken.listen()
@@ -195,7 +210,7 @@ def check_external_servers_mode(state: dict, env: dict[str, str], tmp_path: Path
     assert worker.terminate() == 0, worker.output()
 
     other = tmp_path / "scaled-out"
-    up = Up(other, external, tmp_path / "scaled-out-logs")
+    up = Up(other, {**external, "PLANLOOP_API_PORT": str(free_ports(1)[0])}, tmp_path / "scaled-out-logs")
     try:
         report = up.wait_ready()
         assert report["postgres"]["embedded"] is False and report["temporal"]["embedded"] is False
