@@ -48,6 +48,14 @@ class OrgHierarchy(DomainModel):
     def model_post_init(self, context: object, /) -> None:
         self._index()
 
+    # Equal units make equal hierarchies, whatever the state of the private index (pydantic would
+    # otherwise compare private attributes too, e.g. after a model_copy that has not re-indexed yet).
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OrgHierarchy) and self.units == other.units
+
+    def __hash__(self) -> int:
+        return hash(self.units)
+
     @model_validator(mode="after")
     def _one_tree(self) -> OrgHierarchy:
         ids = [u.unit_id for u in self.units]

@@ -195,4 +195,7 @@ def test_regression_thousands_of_units_are_looked_up_through_an_index() -> None:
     same = OrgHierarchy.model_validate(hierarchy.model_dump(mode="json"))
     assert same == hierarchy and "_by_id" not in hierarchy.model_dump_json()
     smaller = hierarchy.model_copy(update={"units": tuple(units[:11])})
+    assert smaller == OrgHierarchy(units=tuple(units[:11])) and hash(smaller) == hash(
+        OrgHierarchy(units=tuple(units[:11]))
+    )
     assert len(smaller.descendants("HQ")) == 10
