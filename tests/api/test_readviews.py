@@ -1,0 +1,81 @@
+"""The read models through the API: a submitted plan lands in its approvers' inboxes and in "waiting on me",
+and leaves the inbox of whoever decided; the tracking of a plan; scopes and roles of each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from planloop.api.auth import Role
+from tests.api.conftest import MakeToken, poll
+from tests.api.test_plans import draft
+
+
+async def test_a_submitted_plan_waits_in_its_approvers_inboxes_until_they_decide(
+    http: httpx.AsyncClient, cycle: str, make_token: MakeToken, admin: Any
+) -> None:
+    author = await make_token("de-mgr", Role.PLANNER, scopes=("DE",))
+    cfo = await make_token("eu-cfo", Role.APPROVER)
+    coo = await make_token("eu-coo", Role.APPROVER)
+    base = f"/cycles/{cycle}/plans/DE"
+    assert (
+        await http.post(f"{base}/commands/ReviseStrategy", json=draft(cycle, "DE"), headers=author)
+    ).is_success
+    submitted = await http.post(f"{base}/commands/SubmitForApproval", json={}, headers=author)
+    assert submitted.status_code == 200, submitted.text
+    version = submitted.json()["stream_version"]
+
+    # The projector catches up within moments: the plan waits on each seat of the EU gate (a quorum of 2).
+    inbox = await poll(http, "/inbox", cfo, lambda page: page["total"] == 1)
+    [item] = inbox["items"]
+    assert inbox["approver"] == "eu-cfo"
+    assert (item["unit_id"], item["gate_id"], item["via"], item["revision"]) == ("DE", "region:EU", "seat", 1)
+    plan = (await http.get(base, headers=cfo)).json()
+    assert item["content_hash"] == plan["submission"]["content_hash"]
+
+    waiting = (await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": "me"}, headers=cfo)).json()
+    [listed] = waiting["plans"]
+    assert (listed["unit_id"], listed["phase"], listed["version"]) == ("DE", "in_review", version)
+    assert listed["pending_approvers"] == ["eu-cfo", "eu-coo", "eu-cso"]
+    mine = (await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": "me"}, headers=author)).json()
+    assert mine["total"] == 0  # the author waits on nobody's decision of theirs
+
+    # Auditors and admins may look into someone's inbox; others only into their own.
+    auditor = await make_token("auditor-1", Role.AUDITOR)
+    seen = (await http.get("/inbox", params={"approver": "eu-coo"}, headers=auditor)).json()
+    assert [i["unit_id"] for i in seen["items"]] == ["DE"]
+    nosy = await http.get("/inbox", params={"approver": "eu-coo"}, headers=cfo)
+    assert nosy.status_code == 403 and "auditor or admin" in nosy.json()["message"]
+    other = (await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": "eu-coo"}, headers=admin)).json()
+    assert [p["unit_id"] for p in other["plans"]] == ["DE"]
+    # Scopes hold in the inbox too: an approver scoped to AMERICAS does not see the EU plan.
+    elsewhere = await make_token("eu-cso", Role.APPROVER, scopes=("AMERICAS",))
+    assert (await http.get("/inbox", headers=elsewhere)).json()["total"] == 0
+
+    approved = await http.post(
+        f"{base}/commands/ApprovePlan", json={"content_hash": item["content_hash"]}, headers=cfo
+    )
+    assert approved.status_code == 200, approved.text
+    await poll(http, "/inbox", cfo, lambda page: page["total"] == 0)
+    assert (await http.get("/inbox", headers=coo)).json()["total"] == 1  # the quorum still needs one more
+    gone = (await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": "me"}, headers=cfo)).json()
+    assert gone["total"] == 0
+    still = (await http.get(f"/cycles/{cycle}/plans", params={"unit": "DE"}, headers=admin)).json()
+    assert still["plans"][0]["pending_approvers"] == ["eu-coo", "eu-cso"]
+
+
+async def test_a_plans_tracking_within_scopes(
+    http: httpx.AsyncClient, cycle: str, make_token: MakeToken
+) -> None:
+    eu = await make_token("eu-president", Role.PLANNER, scopes=("EU",))
+    tracking = await http.get(f"/cycles/{cycle}/plans/DE/tracking", headers=eu)
+    assert tracking.status_code == 200, tracking.text
+    assert tracking.json() == {"plan_id": f"plan:{cycle}:DE", "cycle_id": cycle, "unit_id": "DE", "lines": []}
+    outside = await http.get(f"/cycles/{cycle}/plans/US/tracking", headers=eu)
+    assert outside.status_code == 403 and "outside" in outside.json()["message"]
+    missing = await http.get(f"/cycles/{cycle}/plans/XX/tracking", headers=await make_token("a", Role.ADMIN))
+    assert (missing.status_code, missing.json()["code"]) == (404, "plan_not_found")
+    # Only approvers, leadership, auditors and admins have an inbox.
+    planner = await http.get("/inbox", headers=eu)
+    assert planner.status_code == 403 and "needs the role" in planner.json()["message"]
