@@ -95,9 +95,14 @@ async def store(database_url: str) -> AsyncIterator[EventStore]:
         await event_store.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """A time-skipping Temporal test server (the temporal-test-server binary of the venv)."""
+    """A time-skipping Temporal test server (the temporal-test-server binary of the venv), one per test.
+
+    Not shared: the server skips time only while nothing is pending, so a workflow left waiting by an
+    earlier test (its worker gone) would stop time for every later test; a server takes about a second
+    to start.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(BIN / "temporal-test-server"),

@@ -31,15 +31,13 @@ from typing import Any
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
     FailureError,
     WorkflowAlreadyStartedError,
 )
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from domain import DomainError, OrgHierarchy, encode_event
+    from domain import DomainError, OrgHierarchy
     from domain.commands import ClosePlan, OpenPlan
     from domain.cycle import (
         CloseCycle,
@@ -50,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         evolve_cycle,
         open_plan_commands,
     )
-    from domain.envelope import AppendOutcome, AppendRequest, EventMetadata, EventToAppend
+    from domain.envelope import EventMetadata
     from domain.rollup import Consolidated, PlanFigures, consolidate_figures
     from domain.state import Phase
     from workflows.contracts import (
@@ -64,7 +62,8 @@ with workflow.unsafe.imports_passed_through():
         CycleStart,
         PlanStart,
     )
-    from workflows.plan import APPEND_RETRY, APPEND_TIMEOUT, plan_id, refused
+    from workflows.plan import plan_id, refused
+    from workflows.recording import append_events
 
 SIGNAL_TIMEOUT = timedelta(minutes=5)
 
@@ -334,35 +333,9 @@ class CycleWorkflow:
         return {"workflow_id": info.workflow_id, "run_id": info.run_id}
 
     async def _append(self, events: Sequence[CycleEvent], metadata: EventMetadata) -> None:
-        request = AppendRequest(
-            stream_id=self._stream_id,
-            expected_version=self._version,
-            events=[
-                EventToAppend(
-                    event_id=workflow.uuid4(),
-                    type=event.type,
-                    schema_version=event.schema_version,
-                    data=encode_event(event),
-                    metadata=metadata,
-                )
-                for event in events
-            ],
+        self._version = await append_events(
+            self._stream_id, self._version, events, metadata, "the cycle's history"
         )
-        try:
-            outcome = await workflow.execute_activity(
-                "append_events",
-                request,
-                result_type=AppendOutcome,
-                start_to_close_timeout=APPEND_TIMEOUT,
-                retry_policy=APPEND_RETRY,
-            )
-        except ActivityError as err:
-            raise ApplicationError(
-                f"the cycle's history could not be written ({err.cause}); nothing was changed",
-                type="append_failed",
-                non_retryable=True,
-            ) from None
-        self._version = outcome.version
 
 
 def _opened_figures(command: OpenPlan) -> PlanFigures:

@@ -25,12 +25,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from domain import (
@@ -38,13 +36,12 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         PlanState,
         decide,
-        encode_event,
         evolve,
         initial_state,
         next_deadlines,
     )
     from domain.commands import ClosePlan, CommandBase, Tick
-    from domain.envelope import AppendOutcome, AppendRequest, EventMetadata, EventToAppend
+    from domain.envelope import EventMetadata
     from domain.events import Event
     from domain.rollup import PlanFigures, plan_figures
     from domain.state import TERMINAL_PHASES
@@ -59,13 +56,8 @@ with workflow.unsafe.imports_passed_through():
         PlanSummary,
         command_types,
     )
+    from workflows.recording import APPEND_RETRY, APPEND_TIMEOUT, append_events
 
-# An append is one round trip; a worker that died holding one is noticed this long after. Retries are safe.
-APPEND_TIMEOUT = timedelta(seconds=10)
-# Keep retrying an append until the database is back: the ids make every retry safe.
-APPEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=20)
-)
 CLOCK = "system:clock"
 
 # Replay-safe (silent while a worker replays history), with the workflow and run ids on every line.
@@ -296,37 +288,9 @@ class PlanWorkflow:
         self._report_due = self._cycle_workflow_id is not None
 
     async def _append(self, events: list[Event], metadata: EventMetadata) -> None:
-        request = AppendRequest(
-            stream_id=self._plan_id,
-            expected_version=self._version,
-            events=[
-                EventToAppend(
-                    event_id=workflow.uuid4(),
-                    type=event.type,
-                    schema_version=event.schema_version,
-                    data=encode_event(event),
-                    metadata=metadata,
-                )
-                for event in events
-            ],
+        self._version = await append_events(
+            self._plan_id, self._version, events, metadata, "the plan's history"
         )
-        try:
-            outcome = await workflow.execute_activity(
-                "append_events",
-                request,
-                result_type=AppendOutcome,
-                start_to_close_timeout=APPEND_TIMEOUT,
-                retry_policy=APPEND_RETRY,
-            )
-        except ActivityError as err:
-            # Only a non-retryable store error gets here (someone else wrote to this plan's stream):
-            # refuse the command and keep the state as it was, matching what is stored.
-            raise ApplicationError(
-                f"the plan's history could not be written ({err.cause}); nothing was changed",
-                type="append_failed",
-                non_retryable=True,
-            ) from None
-        self._version = outcome.version
 
     # -- the cycle's close ---------------------------------------------------------------------------------
 
@@ -368,4 +332,5 @@ class PlanWorkflow:
         )
 
 
-__all__ = ["Phase", "PlanWorkflow", "plan_id"]
+# APPEND_* stay importable from here for workflows written against this module before recording.py.
+__all__ = ["APPEND_RETRY", "APPEND_TIMEOUT", "Phase", "PlanWorkflow", "plan_id"]

@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from domain.cycle import CloseCycle
 from eventstore import EventStore
 from planloop.embedded.postgres import EmbeddedPostgres
 from planloop.logging import configure_logging
@@ -30,7 +31,8 @@ from planloop.worker import make_worker
 from tests.conftest import free_port
 from tests.workflows.scenario import ESCALATED, LATE_ACTUALS, PUSHED_BACK, YearScenario
 from workflows import plan_id
-from workflows.cycle import cycle_workflow_id
+from workflows.contracts import CycleCommand
+from workflows.cycle import CycleWorkflow, cycle_workflow_id
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 CYCLE_ID = "FY-REPLAY"
@@ -63,13 +65,11 @@ async def record(folder: Path) -> list[Path]:
             try:
                 async with make_worker(env.client, store, TASK_QUEUE):
                     year = YearScenario(env, TASK_QUEUE, cycle_id=CYCLE_ID)
-                    await year.open_cycle()
-                    await year.draft_and_submit()
-                    await year.review_with_pushback()
-                    await year.escalate_missed_gate()
-                    await year.plan_execution()
-                    await year.execute_year()
-                    await year.learn_and_refine()
+                    await year.run()
+                    # The planning office closes the cycle: every plan closes, then the cycle completes.
+                    close = CloseCycle(actor="planning-office", at=await year.now(), reason="FY done")
+                    await year.cycle().execute_update(CycleWorkflow.close_cycle, CycleCommand(command=close))
+                    await year.cycle().result()
                     chains = {"cycle": await run_chain(env.client, cycle_workflow_id(CYCLE_ID), None)}
                     for unit in (PUSHED_BACK, ESCALATED, LATE_ACTUALS[0]):
                         first = year.first_run_ids.get(unit)
