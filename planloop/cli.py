@@ -229,12 +229,14 @@ def migrate() -> None:
 
 # -- the HTTP API and its command groups ------------------------------------------------------------------
 
+from .api.actuals_cli import actuals_app  # noqa: E402
 from .api.cli import cycle_app, plan_app, token_app  # noqa: E402  (the groups attach after the core commands)
 from .readmodels.cli import app as readmodels_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
 app.add_typer(cycle_app, name="cycle")
 app.add_typer(plan_app, name="plan")
+app.add_typer(actuals_app, name="actuals")
 app.add_typer(readmodels_app, name="readmodels")
 
 

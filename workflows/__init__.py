@@ -2,7 +2,8 @@
 
 from workflows.cycle import CycleWorkflow, cycle_workflow_id
 from workflows.plan import PlanWorkflow, plan_id
+from workflows.reminders import ScheduledTriggerWorkflow
 
-ALL_WORKFLOWS: list[type] = [PlanWorkflow, CycleWorkflow]
+ALL_WORKFLOWS: list[type] = [PlanWorkflow, CycleWorkflow, ScheduledTriggerWorkflow]
 
 __all__ = ["ALL_WORKFLOWS", "CycleWorkflow", "PlanWorkflow", "cycle_workflow_id", "plan_id"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from . import commands, cycles, outbound, plans, readviews
+from . import actuals, commands, cycles, inbound, outbound, plans, readviews, schedules
 from .background import background_work
 from .errors import install_error_handlers
 from .idempotency import Idempotency
@@ -66,4 +66,7 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
     app.include_router(commands.build_router())
     app.include_router(readviews.router)
     app.include_router(outbound.build_router())
+    app.include_router(actuals.router)
+    app.include_router(inbound.router)
+    app.include_router(schedules.router)
     return app

@@ -1,0 +1,299 @@
+"""Recurring triggers as Temporal Schedules, managed through the API:
+
+    POST   /schedules                  create (open_cycle: a cycle from a template each year;
+                                        actuals_reminder: a monthly reminder to post actuals)
+    GET    /schedules                  list, with the next and the recent firings
+    GET    /schedules/{id}             one
+    POST   /schedules/{id}/trigger     fire it now (e.g. to open a cycle early, or to test it)
+    DELETE /schedules/{id}             delete it (what it started keeps running)
+
+Each firing starts the ``ScheduledTrigger`` workflow (``workflows.reminders``) with the schedule's fixed
+argument; the workflow reads the firing's time and acts. Temporal holds the schedule (when, paused, recent
+firings); a row in ``schedules`` says which of the namespace's schedules are planloop's and what was asked.
+Roles: admin, leadership, integration (without org-unit scopes).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleCalendarSpec,
+    ScheduleDescription,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleRange,
+    ScheduleSpec,
+    ScheduleState,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain import DomainError
+from domain.cycle import CycleState, decide_cycle
+from workflows.reminders import CycleTemplate, ScheduledTrigger, ScheduledTriggerWorkflow
+
+from .auth import Principal, Role, authenticated
+from .errors import ERROR_RESPONSES, NOT_FOUND, UNAVAILABLE, ApiError
+from .idempotency import HEADER, fingerprint
+
+router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
+
+SCHEDULE_ROLES = frozenset({Role.LEADERSHIP, Role.INTEGRATION})
+
+_INSERT = "INSERT INTO schedules (schedule_id, kind, request, created_by) VALUES ($1, $2, $3, $4)"
+_DELETE = "DELETE FROM schedules WHERE schedule_id = $1"
+_ONE = "SELECT schedule_id, kind, request, created_by, created_at FROM schedules WHERE schedule_id = $1"
+_ALL = "SELECT schedule_id, kind, request, created_by, created_at FROM schedules ORDER BY schedule_id"
+
+
+class When(BaseModel):
+    """When a schedule fires: a cron expression, or a day (of a month, or of every month) and time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cron: str | None = Field(default=None, examples=["0 6 1 10 *"])
+    month: int | None = Field(default=None, ge=1, le=12, description="None: every month.")
+    day_of_month: int = Field(default=1, ge=1, le=31)
+    hour: int = Field(default=6, ge=0, le=23)
+    minute: int = Field(default=0, ge=0, le=59)
+    time_zone: str = "UTC"
+
+    def spec(self) -> ScheduleSpec:
+        if self.cron:
+            return ScheduleSpec(cron_expressions=[self.cron], time_zone_name=self.time_zone)
+        calendar = ScheduleCalendarSpec(
+            month=[ScheduleRange(self.month)] if self.month else [ScheduleRange(1, 12)],
+            day_of_month=[ScheduleRange(self.day_of_month)],
+            hour=[ScheduleRange(self.hour)],
+            minute=[ScheduleRange(self.minute)],
+        )
+        return ScheduleSpec(calendars=[calendar], time_zone_name=self.time_zone)
+
+
+class ScheduleRequest(BaseModel):
+    """A recurring trigger. ``open_cycle`` needs a ``template`` (fires each October 1st by default);
+    ``actuals_reminder`` needs a ``cycle_id`` (fires on the 1st of every month by default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schedule_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", examples=["open-fy"])
+    kind: Literal["open_cycle", "actuals_reminder"]
+    when: When | None = None
+    template: CycleTemplate | None = None
+    cycle_id: str | None = None
+    note: str = ""
+    paused: bool = False
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> ScheduleRequest:
+        if self.kind == "open_cycle" and (self.template is None or self.cycle_id is not None):
+            raise ValueError("an open_cycle schedule takes a template (and no cycle_id)")
+        if self.kind == "actuals_reminder" and (self.cycle_id is None or self.template is not None):
+            raise ValueError("an actuals_reminder schedule takes a cycle_id (and no template)")
+        return self
+
+    def timing(self) -> When:
+        if self.when is not None:
+            return self.when
+        return When(month=10) if self.kind == "open_cycle" else When(hour=8)
+
+
+class Firing(BaseModel):
+    workflow_id: str
+    scheduled_at: datetime
+    started_at: datetime
+
+
+class ScheduleView(BaseModel):
+    schedule_id: str
+    kind: str
+    created_by: str
+    created_at: datetime
+    request: dict[str, Any]
+    paused: bool | None
+    note: str | None
+    next_firings: list[datetime]
+    recent_firings: list[Firing]
+    firings: int
+
+
+Authenticated = Annotated[Principal, Depends(authenticated)]
+
+
+def _allowed(principal: Principal, action: str) -> None:
+    principal.require_role(SCHEDULE_ROLES, action)
+    principal.require_company_wide(action)
+
+
+async def _check(request: Request, body: ScheduleRequest) -> ScheduledTrigger:
+    """The trigger the schedule will fire, checked now: a template that opens a valid cycle, a known cycle."""
+    schedule_id = body.schedule_id
+    actor = f"schedule:{schedule_id}"
+    if body.kind == "open_cycle":
+        assert body.template is not None
+        try:
+            decide_cycle(CycleState(), body.template.open_command(datetime.now(UTC), actor))
+        except DomainError as err:
+            raise ApiError(
+                422, str(err.code), f"the template does not open a valid cycle: {err.message}"
+            ) from None
+        return ScheduledTrigger(schedule_id=schedule_id, kind=body.kind, actor=actor, template=body.template)
+    assert body.cycle_id is not None
+    cycle: CycleState = await request.app.state.reader.cycle(body.cycle_id)
+    return ScheduledTrigger(
+        schedule_id=schedule_id, kind=body.kind, actor=actor, cycle_id=body.cycle_id, calendar=cycle.calendar
+    )
+
+
+def _workflow_error(err: RPCError) -> ApiError:
+    return ApiError(503, UNAVAILABLE, f"the workflow service did not answer ({err.message}); retry shortly")
+
+
+@router.post("/schedules", status_code=201, response_model=ScheduleView)
+async def create_schedule(
+    body: ScheduleRequest,
+    request: Request,
+    principal: Authenticated,
+    idempotency_key: Annotated[str | None, Header(alias=HEADER)] = None,
+) -> JSONResponse:
+    """Create a recurring trigger as a Temporal Schedule. Roles: admin, leadership, integration."""
+    _allowed(principal, "managing schedules")
+    trigger = await _check(request, body)
+    trigger = trigger.model_copy(update={"on_behalf_of": principal.principal_id})
+    client: Client = request.app.state.client
+    pool = request.app.state.store.pool
+
+    async def act(_: str) -> tuple[int, Any]:
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                ScheduledTriggerWorkflow.run,
+                trigger,
+                id=f"schedule:{body.schedule_id}",
+                task_queue=request.app.state.settings.task_queue,
+            ),
+            spec=body.timing().spec(),
+            # A firing that finds the last one still running waits for nothing: it is skipped.
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+            state=ScheduleState(note=body.note or f"planloop {body.kind}", paused=body.paused),
+        )
+        async with pool.acquire() as conn, conn.transaction():
+            exists = await conn.fetchval("SELECT 1 FROM schedules WHERE schedule_id = $1", body.schedule_id)
+            if exists:
+                raise ApiError(409, "schedule_exists", f"schedule {body.schedule_id} exists; delete it first")
+            await conn.execute(
+                _INSERT, body.schedule_id, body.kind, body.model_dump_json(), principal.principal_id
+            )
+            try:
+                await client.create_schedule(body.schedule_id, schedule, memo={"planloop_kind": body.kind})
+            except ScheduleAlreadyRunningError:
+                raise ApiError(
+                    409,
+                    "schedule_exists",
+                    f"Temporal already has a schedule {body.schedule_id} (not planloop's); choose another id",
+                ) from None
+            except RPCError as err:
+                raise _workflow_error(err) from None
+        return 201, (await _view(request, body.schedule_id)).model_dump(mode="json")
+
+    path = "/schedules"
+    return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
+        principal, idempotency_key, "POST", path, fingerprint("POST", path, body), act
+    )
+
+
+async def _view(request: Request, schedule_id: str, row: Any = None) -> ScheduleView:
+    row = row or await request.app.state.store.pool.fetchrow(_ONE, schedule_id)
+    if row is None:
+        raise ApiError(404, NOT_FOUND, f"there is no schedule {schedule_id}; GET /schedules lists them")
+    described: ScheduleDescription | None = None
+    try:
+        described = await request.app.state.client.get_schedule_handle(schedule_id).describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise _workflow_error(err) from None
+    info = described.info if described else None
+    state = described.schedule.state if described else None
+    recent = [
+        Firing(
+            workflow_id=getattr(r.action, "workflow_id", ""),
+            scheduled_at=r.scheduled_at,
+            started_at=r.started_at,
+        )
+        for r in (info.recent_actions if info else [])
+    ]
+    stored = row["request"]
+    return ScheduleView(
+        schedule_id=row["schedule_id"],
+        kind=row["kind"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        request=json.loads(stored) if isinstance(stored, str) else stored,
+        paused=state.paused if state else None,
+        note=state.note if state else None,
+        next_firings=list(info.next_action_times[:5]) if info else [],
+        recent_firings=recent,
+        firings=info.num_actions if info else 0,
+    )
+
+
+@router.get("/schedules", response_model=list[ScheduleView])
+async def list_schedules(request: Request, principal: Authenticated) -> list[ScheduleView]:
+    """planloop's schedules with their next and recent firings. Roles: admin, leadership, integration."""
+    _allowed(principal, "reading schedules")
+    rows = await request.app.state.store.pool.fetch(_ALL)
+    return [await _view(request, r["schedule_id"], r) for r in rows]
+
+
+@router.get("/schedules/{schedule_id}", response_model=ScheduleView)
+async def read_schedule(schedule_id: str, request: Request, principal: Authenticated) -> ScheduleView:
+    """One schedule. Roles: admin, leadership, integration."""
+    _allowed(principal, "reading schedules")
+    return await _view(request, schedule_id)
+
+
+@router.post("/schedules/{schedule_id}/trigger", status_code=202, response_model=ScheduleView)
+async def trigger_schedule(schedule_id: str, request: Request, principal: Authenticated) -> ScheduleView:
+    """Fire the schedule now, besides its calendar (also when paused). Roles: admin, leadership,
+    integration."""
+    _allowed(principal, "triggering schedules")
+    view = await _view(request, schedule_id)
+    try:
+        await request.app.state.client.get_schedule_handle(schedule_id).trigger(
+            overlap=ScheduleOverlapPolicy.ALLOW_ALL
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            raise ApiError(
+                409, "schedule_missing", f"Temporal has no schedule {schedule_id}; recreate it"
+            ) from None
+        raise _workflow_error(err) from None
+    return view
+
+
+@router.delete("/schedules/{schedule_id}", status_code=204)
+async def delete_schedule(schedule_id: str, request: Request, principal: Authenticated) -> Response:
+    """Delete the schedule; workflows it started (a cycle it opened) keep running. Roles: admin, leadership,
+    integration."""
+    _allowed(principal, "deleting schedules")
+    pool = request.app.state.store.pool
+    if await pool.fetchrow(_ONE, schedule_id) is None:
+        raise ApiError(404, NOT_FOUND, f"there is no schedule {schedule_id}; GET /schedules lists them")
+    try:
+        await request.app.state.client.get_schedule_handle(schedule_id).delete()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise _workflow_error(err) from None
+    await pool.execute(_DELETE, schedule_id)
+    return Response(status_code=204)
+
+
+__all__ = ["ScheduleRequest", "ScheduleView", "When", "router"]
