@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from domain.base import DomainModel, UtcDateTime
+from domain.base import Amount, DomainModel, UtcDateTime
 from domain.errors import DomainError, ErrorCode
 from domain.money import HUNDRED, Money, quantize_like
 from domain.strategy import BudgetLine, ForecastLine, PlanContent, SmartGoal
@@ -93,21 +93,21 @@ class TargetChange(DomainModel):
     """Stretch (or cut) one goal's target, either by a percentage or by an absolute amount."""
 
     goal_id: str
-    percent: Decimal | None = None
-    absolute: Decimal | None = None
+    percent: Amount | None = None
+    absolute: Amount | None = None
 
 
 class BudgetCut(DomainModel):
     """Cut one expense line by a percentage or by an amount (positive numbers cut)."""
 
     line_id: str
-    percent: Decimal | None = None
+    percent: Amount | None = None
     amount: Money | None = None
 
 
 class CounterProposal(DomainModel):
     target_changes: tuple[TargetChange, ...] = ()
-    forecast_change_pct: Decimal | None = None
+    forecast_change_pct: Amount | None = None
     budget_cuts: tuple[BudgetCut, ...] = ()
     programs_to_drop: tuple[str, ...] = ()
     comment: str = ""
@@ -197,3 +197,26 @@ def apply_counter_proposal(content: PlanContent, proposal: CounterProposal) -> P
             "programs": tuple(p for p in content.programs if p.program_id not in dropped),
         }
     )
+
+
+def check_chain(chain: tuple[Gate, ...], authors: tuple[str, ...]) -> None:
+    """Why a unit's approval chain could never sign its plan off, as a DomainError; else nothing."""
+
+    def refuse(problem: str) -> DomainError:
+        return DomainError(
+            ErrorCode.INVALID_CHAIN, f"{problem}; fix the unit's approval chain and open again"
+        )
+
+    if not chain:
+        raise refuse("the approval chain has no gates, so nobody could sign the plan off")
+    ids = [g.gate_id for g in chain]
+    if len(set(ids)) != len(ids):
+        raise refuse("gate ids repeat in the approval chain")
+    for gate in chain:
+        problem = gate_problem(gate)
+        if problem:
+            raise refuse(problem)
+        # Authors can never approve their own plan, so a gate must be passable without them.
+        independent = [a for a in gate.approvers if a not in authors]
+        if len(independent) < gate.required_approvals() or gate.fallback_approver in authors:
+            raise refuse(f"gate '{gate.gate_id}' cannot pass without the plan's own authors approving")

@@ -3,13 +3,12 @@ domain.decide."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
 from domain.approval import CounterProposal, Gate
-from domain.base import DomainModel, Month, UtcDateTime
+from domain.base import Amount, DomainModel, Month, UtcDateTime
 from domain.calendar import CycleCalendar
 from domain.execution import Csf, Team
 from domain.money import CurrencyCode
@@ -144,7 +143,7 @@ class RecordActual(CommandBase):
     type: Literal["RecordActual"] = "RecordActual"
     measure: str  # "revenue" or a CSF id
     month: Month
-    value: Decimal
+    value: Amount
     currency: CurrencyCode | None = None  # required for revenue, in the plan's currency
     source: str = Field(min_length=1)  # e.g. "crm:salesforce", "erp:sap", "manual"
 
@@ -153,7 +152,7 @@ class CorrectActual(CommandBase):
     type: Literal["CorrectActual"] = "CorrectActual"
     measure: str
     month: Month
-    value: Decimal
+    value: Amount
     currency: CurrencyCode | None = None
     source: str = Field(min_length=1)
     reason: str

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from domain.approval import Gate
+from domain.approval import Gate, check_chain
 from domain.base import DomainModel, OrgLevel, UtcDateTime
 from domain.calendar import CycleCalendar
 from domain.commands import OpenPlan
@@ -100,6 +100,12 @@ def decide_cycle(state: CycleState, command: CycleCommand) -> list[CycleEvent]:
                     ErrorCode.INVALID_ORG,
                     f"unit '{unit.unit_id}' has no head to author its plan; name one in the org data",
                 )
+            chain = command.hierarchy.approval_chain(unit.unit_id, command.calendar)
+            # The plan's own opening rules, checked here: a plan the cycle starts must be able to open.
+            try:
+                check_chain(chain, (unit.head,))
+            except DomainError as err:
+                raise DomainError(err.code, f"unit '{unit.unit_id}': {err.message}") from None
             plans.append(
                 PlannedUnit(
                     unit_id=unit.unit_id,
@@ -107,7 +113,7 @@ def decide_cycle(state: CycleState, command: CycleCommand) -> list[CycleEvent]:
                     parent_id=unit.parent_id,
                     authors=(unit.head,),
                     currency=command.currency,
-                    approval_chain=command.hierarchy.approval_chain(unit.unit_id, command.calendar),
+                    approval_chain=chain,
                 )
             )
         return [

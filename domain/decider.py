@@ -11,7 +11,7 @@ from typing import Any
 
 from domain import commands as cmd
 from domain import events as ev
-from domain.approval import Decision, Gate, apply_counter_proposal, check_counter_proposal, gate_problem
+from domain.approval import Decision, Gate, apply_counter_proposal, check_chain, check_counter_proposal
 from domain.clock import decide_tick
 from domain.commands import Command
 from domain.errors import DomainError, ErrorCode
@@ -70,7 +70,7 @@ def _open_plan(state: PlanState, c: cmd.OpenPlan) -> list[Event]:
             f"the calendar belongs to cycle {c.calendar.cycle_id}, not {c.cycle_id}; send the cycle's own "
             "calendar",
         )
-    _check_chain(c.approval_chain, c.authors)
+    check_chain(c.approval_chain, c.authors)
     return [
         ev.PlanOpened(
             **meta(c),
@@ -83,27 +83,6 @@ def _open_plan(state: PlanState, c: cmd.OpenPlan) -> list[Event]:
             thresholds=c.thresholds,
         )
     ]
-
-
-def _check_chain(chain: tuple[Gate, ...], authors: tuple[str, ...]) -> None:
-    def refuse(problem: str) -> DomainError:
-        return DomainError(
-            ErrorCode.INVALID_CHAIN, f"{problem}; fix the unit's approval chain and open again"
-        )
-
-    if not chain:
-        raise refuse("the approval chain has no gates, so nobody could sign the plan off")
-    ids = [g.gate_id for g in chain]
-    if len(set(ids)) != len(ids):
-        raise refuse("gate ids repeat in the approval chain")
-    for gate in chain:
-        problem = gate_problem(gate)
-        if problem:
-            raise refuse(problem)
-        # Authors can never approve their own plan, so a gate must be passable without them.
-        independent = [a for a in gate.approvers if a not in authors]
-        if len(independent) < gate.required_approvals() or gate.fallback_approver in authors:
-            raise refuse(f"gate '{gate.gate_id}' cannot pass without the plan's own authors approving")
 
 
 def _reopen(state: PlanState, c: cmd.ReopenPlan) -> list[Event]:

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from domain.base import DomainModel, Month
+from domain.base import Amount, DomainModel, Month
 from domain.errors import DomainError, ErrorCode
 
 # "No more than three": the few things a team must do exceptionally well.
@@ -21,7 +21,7 @@ class Team(StrEnum):
 
 class MonthTarget(DomainModel):
     month: Month
-    target: Decimal
+    target: Amount
 
 
 class Csf(DomainModel):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import StringConstraints
 
-from domain.base import DomainModel
+from domain.base import Amount, DomainModel
 from domain.errors import DomainError, ErrorCode
 
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -18,7 +18,7 @@ PERCENT_STEP = Decimal("0.01")
 
 
 class Money(DomainModel):
-    amount: Decimal
+    amount: Amount
     currency: CurrencyCode
 
     @classmethod

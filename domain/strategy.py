@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from domain.base import DomainModel, Month
+from domain.base import Amount, DomainModel, Month
 from domain.canonical import canonical_json
 from domain.errors import DomainError, ErrorCode
 from domain.money import Money, percent_change
@@ -52,7 +52,7 @@ class SmartGoal(DomainModel):
     description: str
     metric: str = Field(min_length=1)
     unit: str = Field(min_length=1)
-    target: Decimal
+    target: Amount
     deadline: date
 
 

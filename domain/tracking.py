@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import Field, model_validator
 
-from domain.base import DomainModel, Month, UtcDateTime
+from domain.base import Amount, DomainModel, Month, UtcDateTime
 
 # The measure id of revenue; every other measure is a CSF id.
 REVENUE = "revenue"
@@ -28,8 +28,8 @@ class StatusThresholds(DomainModel):
     """Attainment (actual / target) at or above `at_risk_below` is on track; below `off_track_below` off
     track."""
 
-    at_risk_below: Decimal = Decimal("0.95")
-    off_track_below: Decimal = Decimal("0.85")
+    at_risk_below: Amount = Decimal("0.95")
+    off_track_below: Amount = Decimal("0.85")
     explanation_due_after: timedelta = timedelta(days=5)
 
     @model_validator(mode="after")

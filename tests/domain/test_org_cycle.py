@@ -199,3 +199,18 @@ def test_regression_thousands_of_units_are_looked_up_through_an_index() -> None:
         OrgHierarchy(units=tuple(units[:11]))
     )
     assert len(smaller.descendants("HQ")) == 10
+
+
+def test_regression_a_cycle_refuses_a_unit_whose_plan_could_never_open() -> None:
+    # The cycle used to accept org data that the plan's own opening rules refuse (here the EU head also
+    # decides alone at the global gate, so EU's plan could only pass with its own author approving); the
+    # plan's workflow then failed to open for ever, and the cycle's close waited on it.
+    units = list(hierarchy().units)
+    units[0] = units[0].model_copy(update={"approvers": ("eu-president",), "approval_mode": GateMode.SINGLE})
+    with pytest.raises(DomainError) as caught:
+        decide_cycle(
+            CycleState(),
+            OpenCycle(actor="crm", at=T0, calendar=calendar(), hierarchy=OrgHierarchy(units=tuple(units))),
+        )
+    assert caught.value.code == "invalid_chain"
+    assert "unit 'EU'" in caught.value.message and "fix the unit's approval chain" in caught.value.message

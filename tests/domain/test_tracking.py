@@ -226,3 +226,38 @@ def test_a_quarterly_review_records_attendees_status_decisions_and_actions() -> 
         ("M1", None, None, MeasureStatus.NO_DATA),
     ]
     h.refused(cmd.HoldQuarterlyReview, AUTHOR, "review_exists", **review_fields)
+
+
+def test_regression_an_absurd_actual_is_refused_before_it_can_break_the_monthly_close() -> None:
+    # RecordActual(value=1E+40) used to be accepted; the year-end extrapolation at the month's close then
+    # overflowed Decimal's context and the plan's clock failed for ever.
+    from datetime import UTC, datetime
+
+    from pydantic import ValidationError
+
+    from domain import next_deadlines
+
+    with pytest.raises(ValidationError, match="digits"):
+        cmd.RecordActual(
+            actor="erp",
+            at=datetime(2027, 2, 1, tzinfo=UTC),
+            measure="revenue",
+            month="2027-01",
+            value=Decimal("1E+40"),
+            currency="EUR",
+            source="erp",
+        )
+    # The largest amount accepted still goes through a close.
+    h = executing()
+    h.do(
+        cmd.RecordActual,
+        "erp",
+        measure="revenue",
+        month="2027-01",
+        value=Decimal("99999999999999.999999"),
+        currency="EUR",
+        source="erp",
+    )
+    close = next_deadlines(h.state)[0].at
+    events = h.run(cmd.Tick(at=close))
+    assert [e.type for e in events][-1] == "MonthlyReportIssued"
