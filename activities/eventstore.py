@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import structlog
 from structlog.contextvars import bound_contextvars
 from temporalio import activity
@@ -55,8 +56,15 @@ class EventStoreActivities:
         ):
             try:
                 result = await self.store.append(request.stream_id, request.expected_version, events)
-            except (ConcurrencyError, DuplicateEventError, InvalidEventError) as err:
-                # Retrying cannot fix these: the workflow must hear of them at once.
+            except (
+                ConcurrencyError,
+                DuplicateEventError,
+                InvalidEventError,
+                asyncpg.DataError,
+                asyncpg.IntegrityConstraintViolationError,
+            ) as err:
+                # Retrying cannot fix these (the same input fails the same way): the workflow must hear
+                # of them at once rather than hold the plan's lock through endless retries.
                 log.error("append refused", error=str(err))
                 raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
             log.debug(

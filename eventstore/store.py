@@ -228,7 +228,8 @@ class EventStore:
 
     async def verify(self, stream_id: str) -> VerifyReport:
         """Recompute one stream's hash chain from its stored events; name the first that does not match."""
-        async with self.pool.acquire() as conn:
+        # One snapshot for rows and head: an append committing between two reads is no tampering.
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             rows = await conn.fetch(queries.VERIFY_ROWS, stream_id)
             head = await conn.fetchrow(queries.STREAM_HEAD, stream_id)
         found = _check_chain(stream_id, rows, head)

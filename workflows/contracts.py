@@ -49,6 +49,8 @@ class CommandResult(BaseModel):
     plan_id: str
     request_id: str
     command: str
+    # SHA-256 of the command as sent (without its time): a request id reused for another command is refused.
+    command_digest: str | None = None
     events: list[str]
     stream_version: int
     revision: int | None

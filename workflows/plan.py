@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -35,12 +36,13 @@ with workflow.unsafe.imports_passed_through():
         DomainError,
         Phase,
         PlanState,
+        canonical_json,
         decide,
         evolve,
         initial_state,
         next_deadlines,
     )
-    from domain.commands import ClosePlan, CommandBase, Tick
+    from domain.commands import ClosePlan, CommandBase, OpenPlan, Tick
     from domain.envelope import EventMetadata
     from domain.events import Event
     from domain.rollup import PlanFigures, plan_figures
@@ -70,6 +72,20 @@ def plan_id(cycle_id: str, unit_id: str) -> str:
     return f"plan:{cycle_id}:{unit_id}"
 
 
+_NOT_UPDATES = frozenset(
+    {
+        OpenPlan.model_fields["type"].default,
+        ClosePlan.model_fields["type"].default,
+        Tick.model_fields["type"].default,
+    }
+)
+
+
+def command_digest(command: CommandBase) -> str:
+    """What a request asked for, whatever time it was sent at: a reused request id is checked against it."""
+    return hashlib.sha256(canonical_json(command.model_dump(mode="json", exclude={"at"}))).hexdigest()
+
+
 def refused(err: DomainError) -> ApplicationError:
     # Non-retryable: a plain exception in a handler would fail the workflow task and hang the plan.
     return ApplicationError(err.message, err.code, type=err.code, non_retryable=True)
@@ -88,8 +104,13 @@ class PlanWorkflow:
         # The plan is opened here, in memory, so validators of Updates that arrive with the first
         # workflow task judge against the opened plan; run() stores the opening before any handler acts.
         self._opening: list[Event] = []
+        self._open_refused: ApplicationError | None = None
         if start.open is not None and self._state.phase is None:
-            self._opening = decide(self._state, self._stamped(start.open))
+            try:
+                self._opening = decide(self._state, self._stamped(start.open))
+            except DomainError as err:
+                # Raised here it would fail every workflow task for ever; run() fails the plan with it.
+                self._open_refused = refused(err)
             for event in self._opening:
                 self._state = evolve(self._state, event)
         self._iteration = self._state.iteration
@@ -98,14 +119,17 @@ class PlanWorkflow:
         self._cycle_workflow_id = start.cycle_workflow_id
         self._reported: PlanFigures | None = plan_figures(self._state) if self._opening else None
         self._report_due = self._cycle_workflow_id is not None and not self._opening
+        # Opening, closing and the clock belong to the cycle and the workflow itself, not to callers.
         for name in command_types():
-            if name != Tick.model_fields["type"].default:
+            if name not in _NOT_UPDATES:
                 workflow.set_update_handler(name, self._handler(name), validator=self._validator(name))
 
     # -- the run: open, then sleep until the next deadline or command --------------------------------
 
     @workflow.run
     async def run(self, start: PlanStart) -> PlanOutcome:
+        if self._open_refused is not None:
+            raise self._open_refused
         if self._opening:
             async with self._lock:
                 assert start.open is not None
@@ -192,7 +216,7 @@ class PlanWorkflow:
             request_id = self._request_id(request)
             await workflow.wait_condition(lambda: not self._opening)
             async with self._lock:
-                answered = self._processed.get(request_id)
+                answered = self._answered(request_id, request)
                 if answered is not None:
                     return answered.model_copy(update={"duplicate": True})
                 return await self._execute(request, request_id)
@@ -202,7 +226,7 @@ class PlanWorkflow:
     def _validator(self, name: str) -> Callable[[PlanCommand], None]:
         def validate(request: PlanCommand) -> None:
             self._check_name(name, request)
-            if self._request_id(request) in self._processed:
+            if self._answered(self._request_id(request), request) is not None:
                 return
             try:
                 decide(self._state, self._stamped(request.command))
@@ -213,6 +237,18 @@ class PlanWorkflow:
                 raise refused(err) from None
 
         return validate
+
+    def _answered(self, request_id: str, request: PlanCommand) -> CommandResult | None:
+        """The first answer to this request id, if any; refuses the id when it came with another command."""
+        answered = self._processed.get(request_id)
+        if answered is not None and answered.command_digest not in (None, command_digest(request.command)):
+            raise ApplicationError(
+                f"request id {request_id!r} was already used for another {answered.command} command; "
+                "a request id (Idempotency-Key) names one command: send a new one for a new command",
+                type="request_id_reused",
+                non_retryable=True,
+            )
+        return answered
 
     @staticmethod
     def _check_name(name: str, request: PlanCommand) -> None:
@@ -259,6 +295,7 @@ class PlanWorkflow:
             plan_id=self._plan_id,
             request_id=request_id,
             command=command.type,  # type: ignore[attr-defined]
+            command_digest=command_digest(request.command),
             events=[e.type for e in events],
             stream_version=self._version,
             revision=None if latest is None else latest.number,

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -91,3 +91,48 @@ async def test_a_request_answered_once_is_answered_again_without_acting(
     assert not first.duplicate and again.duplicate
     assert again.stream_version == first.stream_version
     assert len(await store.read_stream(handle.id)) == first.stream_version
+
+
+async def test_a_request_id_reused_for_another_command_is_refused(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str, store: EventStore
+) -> None:
+    handle = await start_plan(time_skipping_env, task_queue)
+    key = str(uuid.uuid4())
+    await send(handle, cmd.ReviseStrategy(actor=f.AUTHOR, at=f.T0, content=f.content(), reason="draft"), key)
+    version = await store.stream_version(handle.id)
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await send(handle, cmd.SubmitForApproval(actor=f.AUTHOR, at=f.T0), request_id=key)
+    assert isinstance(caught.value.cause, ApplicationError)
+    assert caught.value.cause.type == "request_id_reused"
+    assert "ReviseStrategy" in caught.value.cause.message
+    assert await store.stream_version(handle.id) == version
+
+
+async def test_opening_and_closing_are_not_for_callers(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str
+) -> None:
+    handle = await start_plan(time_skipping_env, task_queue)
+    for command in (cmd.ClosePlan(actor=f.AUTHOR, at=f.T0, reason="done"), f.open_plan()):
+        with pytest.raises(WorkflowUpdateFailedError):
+            await send(handle, command)
+    summary = await handle.query(PlanWorkflow.summary, result_type=PlanSummary)
+    assert summary.phase == Phase.DRAFTING
+
+
+async def test_regression_a_plan_that_cannot_open_fails_with_the_reason_instead_of_hanging(
+    time_skipping_env: WorkflowEnvironment, skipping_worker: Worker, task_queue: str, store: EventStore
+) -> None:
+    # Its opening was decided in the workflow's constructor, where a refusal failed every workflow task
+    # for ever; now the run fails with the domain's reason.
+    pid = plan_id("FY2027", f"DE-{uuid.uuid4().hex[:8].upper()}")
+    own_gate = f.chain()[0].model_copy(update={"approvers": (f.AUTHOR,), "fallback_approver": f.AUTHOR})
+    handle = await time_skipping_env.client.start_workflow(
+        PlanWorkflow.run,
+        PlanStart(plan_id=pid, open=f.open_plan(approval_chain=(own_gate,))),
+        id=pid,
+        task_queue=task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "invalid_chain"
+    assert await store.stream_version(pid) == 0
