@@ -80,6 +80,10 @@ async def create_subscription(
     """
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"webhook url {url!r} must start with http:// or https://")
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as err:
+        raise ValueError(f"webhook url {url!r} is not a valid URL ({err}); correct it") from None
     row = await pool.fetchrow(
         INSERT_SUBSCRIPTION, uuid.uuid4(), url, secret or secrets.token_urlsafe(32), event_types
     )
@@ -101,13 +105,13 @@ async def list_subscriptions(pool: asyncpg.Pool) -> list[WebhookSubscription]:
 # -- dispatching: feed -> deliveries --------------------------------------------------------------------
 
 # Only subscriptions that existed when the event was recorded get it: a new subscription does not
-# receive history (the feed serves that).
+# receive history (the feed serves that). Paused ones get it too: their deliveries wait in the queue
+# (the sender skips them) instead of being lost while the checkpoint moves on.
 ENQUEUE: Final = """
 INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body)
 SELECT gen_random_uuid(), s.id, $1, $2, $3
   FROM webhook_subscriptions s
- WHERE s.active
-   AND (s.event_types IS NULL OR $2 = ANY (s.event_types))
+ WHERE (s.event_types IS NULL OR $2 = ANY (s.event_types))
    AND s.created_at <= $4
 ON CONFLICT (subscription_id, event_id) DO NOTHING
 """
@@ -226,7 +230,8 @@ class WebhookSender:
         }
         try:
             response = await self.client.post(delivery.url, content=delivery.body, headers=headers)
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
+            # A failed attempt, never a dead sender: one bad subscription must not stop the others.
             error = f"{type(err).__name__}: {err}"
         else:
             if response.is_success:

@@ -168,13 +168,29 @@ async def test_subscriptions_filter_event_types_and_pause_and_each_event_is_enqu
     await w.do(cmd.SubmitForApproval, AUTHOR)
     dispatcher = WebhookDispatcher()
     await catch_up(store, dispatcher)
-    assert [r["event_type"] for r in await deliveries(store)] == ["PlanSubmitted"]
+
+    async def queued() -> dict[str, list[str]]:
+        rows = await store.pool.fetch(
+            "SELECT subscription_id, event_type FROM webhook_deliveries ORDER BY created_at"
+        )
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(str(row["subscription_id"]), []).append(row["event_type"])
+        return found
+
+    # The filtered subscription gets only its type; the paused one gets everything queued, waiting for
+    # its resume (regression: paused subscriptions used to lose the events recorded during the pause).
+    first = await queued()
+    assert first[str(submitted_only.id)] == ["PlanSubmitted"]
+    assert first[str(paused.id)][-1] == "PlanSubmitted" and len(first[str(paused.id)]) == w.written
     # Replaying the feed (a reset checkpoint) enqueues nothing twice.
     await reset(store, dispatcher)
     await catch_up(store, dispatcher)
-    assert len(await deliveries(store)) == 1
+    assert await queued() == first
     with pytest.raises(ValueError, match="must start with http"):
         await create_subscription(store.pool, "ftp://example.com")
+    with pytest.raises(ValueError, match="not a valid URL"):
+        await create_subscription(store.pool, "http://exa mple.com/\thook")
 
 
 async def test_a_delivery_gives_up_after_its_last_attempt_and_keeps_the_error(store: EventStore) -> None:
