@@ -47,17 +47,16 @@ async def test_a_long_poll_answers_as_soon_as_an_event_commits(
 ) -> None:
     async with FeedNotifier(database_url) as notifier:
         chosen = notifier if notified else None
-        started = time.monotonic()
         waiting = asyncio.create_task(
-            read_feed(store, None, wait_seconds=10, notifier=chosen, poll_interval=5 if notified else 0.2)
+            read_feed(store, None, wait_seconds=30, notifier=chosen, poll_interval=8 if notified else 0.2)
         )
         await asyncio.sleep(0.3)
         assert not waiting.done()
         await PlanWriter(store, drafted()).flush()
-        page = await asyncio.wait_for(waiting, 5)
-        elapsed = time.monotonic() - started
+        # Answered before the wait (30 s) ran out and, with a notifier, before its first poll (8 s):
+        # so the commit itself woke it.
+        page = await asyncio.wait_for(waiting, 6)
     assert [e.type for e in page.events] == ["PlanOpened", "RevisionRecorded"]
-    assert elapsed < 2, f"the long poll took {elapsed:.2f} s to answer"
 
 
 async def test_a_long_poll_answers_empty_after_its_wait(store: EventStore, database_url: str) -> None:
@@ -65,8 +64,9 @@ async def test_a_long_poll_answers_empty_after_its_wait(store: EventStore, datab
         started = time.monotonic()
         page = await read_feed(store, None, wait_seconds=0.6, notifier=notifier)
         elapsed = time.monotonic() - started
+    # It waited its whole wait before answering empty (not a busy answer at once).
     assert page.events == [] and page.next_cursor == "0-0"
-    assert 0.6 <= elapsed < 1.5
+    assert elapsed >= 0.6
 
 
 def require_token(authorization: str | None = Header(default=None)) -> None:
