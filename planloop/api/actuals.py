@@ -48,7 +48,7 @@ from workflows import plan_id
 
 from .auth import Principal, Role, authenticated
 from .commands import send_command
-from .errors import ERROR_RESPONSES, INVALID_REQUEST, UNAVAILABLE, ApiError, ErrorBody
+from .errors import CYCLE_NOT_FOUND, ERROR_RESPONSES, INVALID_REQUEST, UNAVAILABLE, ApiError, ErrorBody
 from .idempotency import HEADER, fingerprint
 
 router = APIRouter(tags=["actuals"])
@@ -184,7 +184,7 @@ def parse_csv(raw: bytes) -> list[RawRow]:
                     RawRow(reader.line_num, {"__error__": f"{len(cells)} cells, {len(names)} columns"})
                 )
                 continue
-            rows.append(RawRow(reader.line_num, dict(zip(names, cells, strict=False))))
+            rows.append(_clean(reader.line_num, dict(zip(names, cells, strict=False))))
             if len(rows) > MAX_ROWS:
                 raise ApiError(422, INVALID_REQUEST, f"more than {MAX_ROWS} rows; split the file")
     except csv.Error as err:
@@ -242,8 +242,28 @@ def parse_json(raw: bytes) -> list[RawRow]:
             fields["__error__"] = (
                 f"unknown field(s) {', '.join(unknown)}; the fields are {', '.join(COLUMNS)}"
             )
-        rows.append(RawRow(number, fields))
+        rows.append(_clean(number, fields))
     return rows
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL can store the text: no NUL, no unpaired surrogate (from JSON escapes)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_UNSTORABLE = "the row holds a character that cannot be stored (a NUL or an unpaired surrogate)"
+
+
+def _clean(line: int, fields: dict[str, Any]) -> RawRow:
+    if all(storable(k) and (not isinstance(v, str) or storable(v)) for k, v in fields.items()):
+        return RawRow(line, fields)
+    return RawRow(line, {"__error__": _UNSTORABLE})
 
 
 def _text(value: Any) -> str:
@@ -307,6 +327,7 @@ def read_row(raw: RawRow, default_source: str) -> ActualRow | RowError:
 class _Plan:
     unit_id: str
     rows: list[ActualRow] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # every line naming the unit, readable or not
     pending: list[tuple[ActualRow, str]] = field(default_factory=list)  # (row, request id) to send
     already: list[int] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
@@ -346,6 +367,7 @@ class ActualsImport:
                 continue
             plan = self.plans.setdefault(row.unit, _Plan(row.unit))
             plan.rows.append(row)
+            plan.lines.append(row.line)
             if row.unit not in planned:
                 plan.errors.append(
                     self._error(row, "unknown_unit", f"unit {row.unit} has no plan in cycle {self.cycle_id}")
@@ -372,7 +394,9 @@ class ActualsImport:
     def _refuse(self, error: RowError) -> None:
         # A row without a readable unit refuses the plan it names, if it names one.
         if error.unit:
-            self.plans.setdefault(error.unit, _Plan(error.unit)).errors.append(error)
+            plan = self.plans.setdefault(error.unit, _Plan(error.unit))
+            plan.errors.append(error)
+            plan.lines.append(error.line)
         else:
             self.errors.append(error)
 
@@ -433,10 +457,10 @@ class ActualsImport:
             outcomes.get(p.unit_id)
             or PlanImport(
                 unit_id=p.unit_id,
-                rows=len(p.rows),
+                rows=len(p.lines),
                 status="refused",
                 applied=0,
-                not_applied_lines=[r.line for r in p.rows],
+                not_applied_lines=sorted(p.lines),
             )
             for p in sorted(self.plans.values(), key=lambda p: p.unit_id)
         ]
@@ -513,6 +537,8 @@ async def run_import(
     default_source: str,
 ) -> tuple[int, Any]:
     """Check every row, apply the valid plans and answer with the report (the idempotent action)."""
+    if not storable(cycle_id):
+        raise ApiError(404, CYCLE_NOT_FOUND, "there is no such cycle; POST /cycles opens one")
     job = ActualsImport(request, principal, cycle_id, request_id, default_source)
     await job.check(rows)
     status, report = await job.apply()

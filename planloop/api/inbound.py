@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from planloop.integration.webhooks import (
     SIGNATURE_HEADER,
@@ -35,7 +35,7 @@ from planloop.integration.webhooks import (
     verify_signature,
 )
 
-from .actuals import ImportReport, parse_json, run_import
+from .actuals import ImportReport, parse_json, run_import, storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAUTHENTICATED, ApiError
 from .idempotency import HEADER, fingerprint
@@ -59,15 +59,28 @@ ORDER BY source
 _REVOKE = "UPDATE inbound_sources SET revoked_at = now() WHERE source = $1 AND revoked_at IS NULL"
 
 
+def _storable(text: str) -> str:
+    if not storable(text) or any(ord(c) < 32 for c in text):
+        raise ValueError("control characters and unpaired surrogates cannot be stored")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_storable)]
+
+
 class SourceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     source: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["erp-sap"])
-    secret: str | None = Field(
+    secret: Text | None = Field(
         default=None, min_length=16, description="The shared secret; omitted: a random one is made."
     )
-    actor: str | None = Field(default=None, description="Recorded on its events; default inbound:{source}.")
-    scopes: list[str] = Field(default_factory=list, description="Org units it may post for; empty: all.")
+    actor: Text | None = Field(
+        default=None, min_length=1, description="Recorded on its events; default inbound:{source}."
+    )
+    scopes: list[Annotated[Text, Field(min_length=1)]] = Field(
+        default_factory=list, description="Org units it may post for; empty: all."
+    )
 
 
 class SourceView(BaseModel):
@@ -183,7 +196,7 @@ async def inbound_actuals(
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(422, INVALID_REQUEST, f"the body is not valid JSON: {err}") from None
     cycle_id = data.get("cycle_id") if isinstance(data, dict) else None
-    if not isinstance(cycle_id, str) or not cycle_id:
+    if not isinstance(cycle_id, str) or not cycle_id or not storable(cycle_id):
         raise ApiError(422, INVALID_REQUEST, 'the body must name its cycle: {"cycle_id": ..., "rows": [...]}')
     rows = parse_json(raw)
     principal = Principal(

@@ -41,8 +41,9 @@ from domain import DomainError
 from domain.cycle import CycleState, decide_cycle
 from workflows.reminders import CycleTemplate, ScheduledTrigger, ScheduledTriggerWorkflow
 
+from .actuals import storable
 from .auth import Principal, Role, authenticated
-from .errors import ERROR_RESPONSES, NOT_FOUND, UNAVAILABLE, ApiError
+from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ApiError
 from .idempotency import HEADER, fingerprint
 
 router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
@@ -148,6 +149,8 @@ async def _check(request: Request, body: ScheduleRequest) -> ScheduledTrigger:
             ) from None
         return ScheduledTrigger(schedule_id=schedule_id, kind=body.kind, actor=actor, template=body.template)
     assert body.cycle_id is not None
+    if not storable(body.cycle_id):
+        raise ApiError(422, INVALID_REQUEST, "the cycle id holds a NUL or an unpaired surrogate")
     cycle: CycleState = await request.app.state.reader.cycle(body.cycle_id)
     return ScheduledTrigger(
         schedule_id=schedule_id, kind=body.kind, actor=actor, cycle_id=body.cycle_id, calendar=cycle.calendar
@@ -185,13 +188,20 @@ async def create_schedule(
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
             state=ScheduleState(note=body.note or f"planloop {body.kind}", paused=body.paused),
         )
+        try:
+            stored = body.model_dump_json()
+            stored.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                422, INVALID_REQUEST, "the request holds an unpaired surrogate; send valid text"
+            ) from None
+        if "\\u0000" in stored:
+            raise ApiError(422, INVALID_REQUEST, "the request holds a NUL character; send text without it")
         async with pool.acquire() as conn, conn.transaction():
             exists = await conn.fetchval("SELECT 1 FROM schedules WHERE schedule_id = $1", body.schedule_id)
             if exists:
                 raise ApiError(409, "schedule_exists", f"schedule {body.schedule_id} exists; delete it first")
-            await conn.execute(
-                _INSERT, body.schedule_id, body.kind, body.model_dump_json(), principal.principal_id
-            )
+            await conn.execute(_INSERT, body.schedule_id, body.kind, stored, principal.principal_id)
             try:
                 await client.create_schedule(body.schedule_id, schedule, memo={"planloop_kind": body.kind})
             except ScheduleAlreadyRunningError:
@@ -201,6 +211,10 @@ async def create_schedule(
                     f"Temporal already has a schedule {body.schedule_id} (not planloop's); choose another id",
                 ) from None
             except RPCError as err:
+                if err.status == RPCStatusCode.INVALID_ARGUMENT:  # e.g. a cron or time zone Temporal refuses
+                    raise ApiError(
+                        422, INVALID_REQUEST, f"Temporal refused the schedule: {err.message}"
+                    ) from None
                 raise _workflow_error(err) from None
         return 201, (await _view(request, body.schedule_id)).model_dump(mode="json")
 
