@@ -558,16 +558,6 @@ def es_read(dsn: str, originator: uuid.UUID) -> float:
 
 # -- diagnosis: what planloop's append spends its time on --------------------------------------------
 
-NOTIFY_LINE = "PERFORM pg_notify('planloop_events', p_stream_id);"
-
-
-def append_function_variant(drop: str = NOTIFY_LINE) -> str:
-    """planloop's eventstore_append() with one line removed, as CREATE OR REPLACE."""
-    sql = next(m.sql for m in available() if "eventstore_append" in m.sql)
-    assert drop in sql, f"the append function no longer contains {drop!r}"
-    return sql.replace(drop, "").replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
-
-
 # Where each step of eventstore_append() begins; the step breakdown cuts the function before each.
 STEPS = (
     ("advisory lock", "    PERFORM pg_advisory_xact_lock"),
@@ -575,7 +565,6 @@ STEPS = (
     ("version check (idempotency lookup only on a mismatch)", "    -- A retried append"),
     ("hash chain + INSERT events + result row", "    v_stamp :="),
     ("stream-head upsert", "    INSERT INTO streams AS s"),
-    ("pg_notify", "    -- Subscribers are woken"),
 )
 
 
@@ -808,17 +797,6 @@ async def run(admin_dsn: str, origin: str, seconds: float, rounds: int, diagnose
         # Diagnosis: name -> (append, modes it runs in).
         diagnostics: dict[str, tuple[Callable[[int, int, float, str], Awaitable[Cell]], tuple[str, ...]]] = {}
         if diagnose:
-            quiet_dsn = await dbs.create("nonotify")
-            await apply_migrations(quiet_dsn)
-            conn = await asyncpg.connect(quiet_dsn)
-            try:
-                await conn.execute(append_function_variant())
-            finally:
-                await conn.close()
-            diagnostics["planloop without NOTIFY"] = (
-                lambda w, b, s, label: planloop_appends(quiet_dsn, w, b, s, label),
-                ("single", "batch10"),
-            )
             diagnostics["raw asyncpg + NOTIFY"] = (
                 lambda w, b, s, label: raw_appends(raw_dsn, w, b, s, label, notify=True),
                 ("single",),

@@ -52,3 +52,6 @@ SELECT {_COLUMNS}, content_digest
 """
 
 LISTEN_CHANNEL: Final = "planloop_events"
+
+# The wake-up hint for subscribers; a separate, tiny transaction (see EventStore._hint).
+NOTIFY: Final = "SELECT pg_notify('planloop_events', '')"

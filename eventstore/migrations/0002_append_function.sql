@@ -83,7 +83,8 @@ BEGIN
     VALUES (p_stream_id, v_version, v_hash)
     ON CONFLICT (stream_id) DO UPDATE SET version = EXCLUDED.version, last_hash = EXCLUDED.last_hash;
 
-    -- Subscribers are woken on commit; they re-read the feed, so the payload is only a hint.
-    PERFORM pg_notify('planloop_events', p_stream_id);
+    -- No NOTIFY here: transactions that notify commit one at a time (PostgreSQL serialises them on the
+    -- notification queue), which halved throughput at 32 writers. The store sends one coalesced hint
+    -- after its appends commit instead.
 END
 $$;
