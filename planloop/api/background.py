@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+import asyncpg
 import httpx
 
 from eventstore import EventStore
@@ -46,23 +47,48 @@ class BackgroundWork:
 
 
 async def project_while_holding_lock(
-    store: EventStore, stop: asyncio.Event, *, standby_interval: float = 5.0, poll_interval: float = 1.0
+    store: EventStore,
+    stop: asyncio.Event,
+    database_url: str | None = None,
+    *,
+    standby_interval: float = 5.0,
+    poll_interval: float = 1.0,
 ) -> None:
-    """Run the projector while this process holds the projector lock; wait as a standby otherwise."""
+    """Run the projector while this process holds the projector lock; wait as a standby otherwise.
+
+    The lock lives on a connection of its own (taken from the pool only when the DSN is unknown), so it
+    does not shrink the pool the requests share.
+    """
+    standing_by = False
     while not stop.is_set():
-        async with store.pool.acquire() as conn:
+        async with _lock_connection(store, database_url) as conn:
             if await conn.fetchval(TRY_LOCK, PROJECTOR_LOCK):
                 log.info("projector running", projections=[p.name for p in _projections()])
                 try:
-                    projector = Projector(store, _projections(), poll_interval=poll_interval)
-                    await projector.run(stop)
+                    await Projector(store, _projections(), poll_interval=poll_interval).run(stop)
                 finally:
                     with contextlib.suppress(Exception):
                         await conn.fetchval(UNLOCK, PROJECTOR_LOCK)
                 return
-        log.info("another process runs the projector; standing by", retry_in=standby_interval)
+        if not standing_by:
+            log.info("another process runs the projector; standing by", retry_every=standby_interval)
+            standing_by = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), standby_interval)
+
+
+@contextlib.asynccontextmanager
+async def _lock_connection(store: EventStore, database_url: str | None) -> AsyncIterator[asyncpg.Connection]:
+    if database_url is None:
+        async with store.pool.acquire() as pooled:
+            yield pooled
+        return
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(Exception):
+            await conn.close()
 
 
 def _projections() -> list[Projection]:
@@ -101,7 +127,9 @@ async def background_work(store: EventStore, database_url: str | None) -> AsyncI
         sender = WebhookSender(store.pool, http)
         work.tasks = [
             asyncio.create_task(
-                keep_running("projector", lambda: project_while_holding_lock(store, stop), stop),
+                keep_running(
+                    "projector", lambda: project_while_holding_lock(store, stop, database_url), stop
+                ),
                 name="projector",
             ),
             asyncio.create_task(
