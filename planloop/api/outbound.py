@@ -25,7 +25,7 @@ from planloop.integration import (
 from planloop.readmodels.plans import PLAN_EVENT_TYPES
 
 from .auth import Principal, Role, authenticated
-from .errors import ERROR_RESPONSES, NOT_FOUND, ApiError
+from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, ApiError
 from .idempotency import HEADER, fingerprint
 
 FEED_ROLES = frozenset({Role.INTEGRATION, Role.AUDITOR, Role.LEADERSHIP})
@@ -123,9 +123,12 @@ async def subscribe(
     integration, admin."""
 
     async def act(_: str) -> tuple[int, Any]:
-        created = await create_subscription(
-            request.app.state.store.pool, str(body.url), secret=body.secret, event_types=body.event_types
-        )
+        try:
+            created = await create_subscription(
+                request.app.state.store.pool, str(body.url), secret=body.secret, event_types=body.event_types
+            )
+        except ValueError as err:
+            raise ApiError(422, INVALID_REQUEST, str(err)) from None
         return 201, CreatedSubscription.model_validate(created.model_dump()).model_dump(mode="json")
 
     path = "/webhooks/subscriptions"
@@ -153,8 +156,8 @@ async def _set_active(request: Request, subscription_id: uuid.UUID, active: bool
 
 @_webhooks.post("/{subscription_id}/pause", response_model=SubscriptionView)
 async def pause(subscription_id: uuid.UUID, request: Request, principal: WebhookAdmin) -> SubscriptionView:
-    """Pause deliveries: events recorded while paused are not sent, and pending deliveries wait until it
-    resumes. Roles: integration, admin."""
+    """Pause deliveries: what is pending, and the events recorded while paused, wait in the queue until
+    it resumes. Roles: integration, admin."""
     return await _set_active(request, subscription_id, False)
 
 

@@ -45,7 +45,6 @@ async def test_the_feed_pages_by_cursor_and_a_long_poll_wakes_on_a_command(
 
     # Nothing new: a long poll waits, and the next command wakes it (the app's notifier, not a poll).
     assert app.state.feed_notifier is not None
-    started = time.monotonic()
     waiting = asyncio.create_task(http.get("/events", params={"after": after, "wait": 20}, headers=reader))
     await asyncio.sleep(0.3)
     assert not waiting.done()
@@ -54,8 +53,7 @@ async def test_the_feed_pages_by_cursor_and_a_long_poll_wakes_on_a_command(
         f"/cycles/{cycle}/plans/FR/commands/ReviseStrategy", json=draft(cycle, "FR"), headers=author
     )
     assert revised.status_code == 200, revised.text
-    woken = (await asyncio.wait_for(waiting, 15)).json()
-    assert time.monotonic() - started < 15  # well before its 20 s wait ran out
+    woken = (await asyncio.wait_for(waiting, 15)).json()  # well before its 20 s wait runs out
     assert [(e["stream_id"], e["type"]) for e in woken["events"]] == [
         (f"plan:{cycle}:FR", "RevisionRecorded")
     ]
