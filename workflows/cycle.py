@@ -63,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
         PlanStart,
     )
     from workflows.plan import plan_id, refused
-    from workflows.recording import append_events
+    from workflows.recording import append_events, request_id_of, run_ids, stamped
 
 SIGNAL_TIMEOUT = timedelta(minutes=5)
 
@@ -111,7 +111,7 @@ class CycleWorkflow:
                     on_behalf_of=self._open.on_behalf_of,
                     source="cycle",
                     request_id=f"{self._stream_id}:open",
-                    **self._ids(),
+                    **run_ids(),
                 )
                 await self._append(self._opening, metadata)
                 self._opening = []
@@ -216,12 +216,12 @@ class CycleWorkflow:
 
     @workflow.update(name="CloseCycle")
     async def close_cycle(self, request: CycleCommand) -> CycleCommandResult:
-        request_id = self._request_id(request)
+        request_id = request_id_of(request.request_id)
         await workflow.wait_condition(lambda: not self._opening)
         async with self._lock:
             if request_id in self._processed:
                 return self._result(request_id, [], duplicate=True)
-            command = self._stamped(request.command)
+            command = stamped(request.command)
             try:
                 events = decide_cycle(self._state, command)
             except DomainError as err:
@@ -232,7 +232,7 @@ class CycleWorkflow:
                 source=request.source,
                 request_id=request_id,
                 correlation_id=request.correlation_id,
-                **self._ids(),
+                **run_ids(),
             )
             await self._append(events, metadata)
             self._state = self._fold(self._state, events)
@@ -242,10 +242,10 @@ class CycleWorkflow:
 
     @close_cycle.validator
     def _validate_close(self, request: CycleCommand) -> None:
-        if self._request_id(request) in self._processed:
+        if request_id_of(request.request_id) in self._processed:
             return
         try:
-            decide_cycle(self._state, self._stamped(request.command))
+            decide_cycle(self._state, stamped(request.command))
         except DomainError as err:
             raise refused(err) from None
 
@@ -261,18 +261,6 @@ class CycleWorkflow:
             closed=self._state.closed,
             duplicate=duplicate,
         )
-
-    @staticmethod
-    def _request_id(request: CycleCommand) -> str:
-        if request.request_id:
-            return request.request_id
-        info = workflow.current_update_info()
-        assert info is not None
-        return info.id
-
-    @staticmethod
-    def _stamped(command: CloseCycle) -> CloseCycle:
-        return command.model_copy(update={"at": workflow.now()})
 
     # -- the plans' progress --------------------------------------------------------------------------------
 
@@ -327,10 +315,6 @@ class CycleWorkflow:
         for event in events:
             state = evolve_cycle(state, event)
         return state
-
-    def _ids(self) -> dict[str, str]:
-        info = workflow.info()
-        return {"workflow_id": info.workflow_id, "run_id": info.run_id}
 
     async def _append(self, events: Sequence[CycleEvent], metadata: EventMetadata) -> None:
         self._version = await append_events(

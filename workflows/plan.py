@@ -58,7 +58,14 @@ with workflow.unsafe.imports_passed_through():
         PlanSummary,
         command_types,
     )
-    from workflows.recording import APPEND_RETRY, APPEND_TIMEOUT, append_events
+    from workflows.recording import (
+        APPEND_RETRY,
+        APPEND_TIMEOUT,
+        append_events,
+        request_id_of,
+        run_ids,
+        stamped,
+    )
 
 CLOCK = "system:clock"
 
@@ -107,7 +114,7 @@ class PlanWorkflow:
         self._open_refused: ApplicationError | None = None
         if start.open is not None and self._state.phase is None:
             try:
-                self._opening = decide(self._state, self._stamped(start.open))
+                self._opening = decide(self._state, stamped(start.open))
             except DomainError as err:
                 # Raised here it would fail every workflow task for ever; run() fails the plan with it.
                 self._open_refused = refused(err)
@@ -134,7 +141,7 @@ class PlanWorkflow:
             async with self._lock:
                 assert start.open is not None
                 metadata = EventMetadata(
-                    actor=start.open.actor, source="cycle", request_id=f"{self._plan_id}:open", **self._ids()
+                    actor=start.open.actor, source="cycle", request_id=f"{self._plan_id}:open", **run_ids()
                 )
                 await self._append(self._opening, metadata)
                 self._opening = []
@@ -205,7 +212,7 @@ class PlanWorkflow:
                 log.info(
                     "deadlines passed", extra={"plan_id": self._plan_id, "events": [e.type for e in events]}
                 )
-                await self._append(events, EventMetadata(actor=CLOCK, source="clock", **self._ids()))
+                await self._append(events, EventMetadata(actor=CLOCK, source="clock", **run_ids()))
                 self._evolve(events)
 
     # -- updates ---------------------------------------------------------------------------------------
@@ -213,7 +220,7 @@ class PlanWorkflow:
     def _handler(self, name: str) -> Callable[[PlanCommand], Coroutine[Any, Any, CommandResult]]:
         async def handle(request: PlanCommand) -> CommandResult:
             self._check_name(name, request)
-            request_id = self._request_id(request)
+            request_id = request_id_of(request.request_id)
             await workflow.wait_condition(lambda: not self._opening)
             async with self._lock:
                 answered = self._answered(request_id, request)
@@ -226,10 +233,10 @@ class PlanWorkflow:
     def _validator(self, name: str) -> Callable[[PlanCommand], None]:
         def validate(request: PlanCommand) -> None:
             self._check_name(name, request)
-            if self._answered(self._request_id(request), request) is not None:
+            if self._answered(request_id_of(request.request_id), request) is not None:
                 return
             try:
-                decide(self._state, self._stamped(request.command))
+                decide(self._state, stamped(request.command))
             except DomainError as err:
                 log.info(
                     "command refused", extra={"command": name, "code": err.code, "plan_id": self._plan_id}
@@ -260,21 +267,8 @@ class PlanWorkflow:
                 non_retryable=True,
             )
 
-    @staticmethod
-    def _request_id(request: PlanCommand) -> str:
-        if request.request_id:
-            return request.request_id
-        info = workflow.current_update_info()
-        assert info is not None
-        return info.id
-
-    @staticmethod
-    def _stamped(command: Any) -> Any:
-        # The plan's clock is the workflow's: a caller cannot back- or post-date a decision.
-        return command.model_copy(update={"at": workflow.now()})
-
     async def _execute(self, request: PlanCommand, request_id: str) -> CommandResult:
-        command: CommandBase = self._stamped(request.command)
+        command: CommandBase = stamped(request.command)
         try:
             events = decide(self._state, command)  # type: ignore[arg-type]
         except DomainError as err:
@@ -285,7 +279,7 @@ class PlanWorkflow:
             source=request.source,
             request_id=request_id,
             correlation_id=request.correlation_id,
-            **self._ids(),
+            **run_ids(),
         )
         if events:
             await self._append(events, metadata)
@@ -313,10 +307,6 @@ class PlanWorkflow:
             },
         )
         return result
-
-    def _ids(self) -> dict[str, str]:
-        info = workflow.info()
-        return {"workflow_id": info.workflow_id, "run_id": info.run_id}
 
     def _evolve(self, events: list[Event]) -> None:
         for event in events:

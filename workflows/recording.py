@@ -1,4 +1,6 @@
-"""Writing a workflow's events to its stream: the one path by which plans and cycles record history.
+"""Writing a workflow's events to its stream: the one path by which plans and cycles record history,
+and the small rules both share about the commands that lead to it (their time, their request id, their
+metadata).
 
 Event ids come from workflow.uuid4() (deterministic, recorded in the workflow's history), so when
 Temporal retries the activity after a timeout or a lost worker, the store recognises the ids and writes
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TypeVar
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -19,6 +23,29 @@ with workflow.unsafe.imports_passed_through():
     from domain.cycle import CycleEvent
     from domain.envelope import AppendOutcome, AppendRequest, EventMetadata, EventToAppend
     from domain.events import Event
+
+_Command = TypeVar("_Command", bound=BaseModel)
+
+
+def stamped(command: _Command) -> _Command:
+    """The command at the workflow's own time: a caller cannot back- or post-date a decision."""
+    return command.model_copy(update={"at": workflow.now()})
+
+
+def request_id_of(request_id: str | None) -> str:
+    """The request's idempotency key: the one it carries, else the id of the Update that brought it."""
+    if request_id:
+        return request_id
+    info = workflow.current_update_info()
+    assert info is not None
+    return info.id
+
+
+def run_ids() -> dict[str, str]:
+    """The workflow and run ids that every event's metadata records."""
+    info = workflow.info()
+    return {"workflow_id": info.workflow_id, "run_id": info.run_id}
+
 
 # An append is one round trip; a worker that died holding one is noticed this long after. Retries are safe.
 APPEND_TIMEOUT = timedelta(seconds=10)
