@@ -403,6 +403,12 @@ def _score(state: PlanState, c: cmd.ScorePlan) -> list[Event]:
         raise DomainError(
             ErrorCode.ALREADY_SCORED, "this iteration is already scored; record lessons instead"
         )
+    # As with approvals, nobody judges their own plan.
+    if c.actor in state.authors or c.on_behalf_of in state.authors:
+        raise DomainError(
+            ErrorCode.SEGREGATION_OF_DUTIES,
+            "the plan's authors cannot score their own plan; the review (leadership or a coach) scores it",
+        )
     for name, value in (
         ("plan quality", c.plan_quality),
         ("execution effectiveness", c.execution_effectiveness),

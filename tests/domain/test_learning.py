@@ -66,6 +66,7 @@ def test_scores_are_0_to_10_set_once_by_the_review() -> None:
     h = learning()
     h.refused(cmd.ScorePlan, "review", "score_out_of_range", plan_quality=11, execution_effectiveness=5)
     h.refused(cmd.ScorePlan, "review", "score_out_of_range", plan_quality=5, execution_effectiveness=-1)
+    h.refused(cmd.ScorePlan, AUTHOR, "segregation_of_duties", plan_quality=10, execution_effectiveness=10)
     scored = h.do(cmd.ScorePlan, "review", plan_quality=9, execution_effectiveness=4)
     assert scored[0].results == 36  # type: ignore[union-attr]
     h.refused(cmd.ScorePlan, "review", "already_scored", plan_quality=9, execution_effectiveness=4)
