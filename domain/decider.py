@@ -44,8 +44,7 @@ def decide(state: PlanState, command: Command) -> list[Event]:
         raise DomainError(
             ErrorCode.PLAN_CLOSED,
             f"the plan is {state.phase.value} ({state.end_reason}); it takes no further commands. Work on "
-            "the "
-            "plan of the next cycle instead",
+            "the plan of the next cycle instead",
         )
     handler = _DECIDERS.get(command.type) or EXECUTION_DECIDERS[command.type]
     return handler(state, command)
@@ -90,8 +89,7 @@ def _reopen(state: PlanState, c: cmd.ReopenPlan) -> list[Event]:
         raise DomainError(
             ErrorCode.STRATEGY_FROZEN,
             "the plan is executing, so its strategy is frozen and cannot be reopened; record lessons and "
-            "change "
-            "the strategy through RefineStrategy after the period closes",
+            "change the strategy through RefineStrategy after the period closes",
         )
     require_phase(
         state, c, (Phase.APPROVED, Phase.EXECUTION_PLANNING), "only a signed-off plan can be reopened"
@@ -199,8 +197,7 @@ def _submit(state: PlanState, c: cmd.SubmitForApproval) -> list[Event]:
         raise DomainError(
             ErrorCode.INCOMPLETE_PLAN,
             f"revision {latest.number} cannot be submitted yet, it lacks: {'; '.join(missing)}. Complete it "
-            "with "
-            "ReviseStrategy",
+            "with ReviseStrategy",
         )
     first = state.approval_chain[0]
     return [

@@ -121,8 +121,8 @@ class OrgHierarchy(DomainModel):
                 raise DomainError(
                     ErrorCode.INVALID_ORG,
                     f"unit '{above.unit_id}' decides on plans below it but lacks approvers, a fallback "
-                    "approver "
-                    f"or a {above.level.value} gate deadline in the calendar; complete the org data first",
+                    f"approver or a {above.level.value} gate deadline in the calendar; "
+                    "complete the org data first",
                 )
             gates.append(
                 Gate(

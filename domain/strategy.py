@@ -115,9 +115,8 @@ def check_page_limit(choices: StrategyChoices) -> None:
             raise DomainError(
                 ErrorCode.PAGE_LIMIT_EXCEEDED,
                 f"the choice '{name}' has {words} words; each strategy choice is answered in at most one "
-                "page "
-                f"({PAGE_WORD_LIMIT} words). Cut it to the choice itself and move the detail into programs, "
-                "goals or the business plan",
+                f"page ({PAGE_WORD_LIMIT} words). Cut it to the choice itself and move the detail into "
+                "programs, goals or the business plan",
             )
 
 
