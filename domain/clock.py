@@ -39,13 +39,16 @@ class Deadline(DomainModel):
     detail: str
 
 
-def _pending_approvers(state: PlanState) -> tuple[str, ...]:
+def pending_approvers(state: PlanState) -> tuple[str, ...]:
+    """The approver seats at the current gate that have not approved yet (none outside review)."""
     gate, progress = state.current_gate, state.gate
-    assert gate is not None and progress is not None
+    if state.phase is not Phase.IN_REVIEW or gate is None or progress is None:
+        return ()
     return tuple(a for a in gate.approvers if a not in progress.approved_by)
 
 
-def _missing_actuals(state: PlanState, month: str) -> tuple[str, ...]:
+def missing_actuals(state: PlanState, month: str) -> tuple[str, ...]:
+    """The measures (revenue and every CSF) that have no actual for `month` yet."""
     actuals = state.current_actuals()
     measures = (REVENUE, *(c.csf_id for c in state.csfs))
     return tuple(m for m in measures if month not in actuals.get(m, {}))
@@ -54,7 +57,7 @@ def _missing_actuals(state: PlanState, month: str) -> tuple[str, ...]:
 def _due_at_close(state: PlanState, month: str, reported: set[str]) -> bool:
     """A month's close still has work: its report is not issued, or missing actuals are not flagged."""
     return month not in reported or (
-        month not in state.overdue_months and bool(_missing_actuals(state, month))
+        month not in state.overdue_months and bool(missing_actuals(state, month))
     )
 
 
@@ -133,7 +136,7 @@ def _on_deadline(state: PlanState, c: cmd.Tick, deadline: Deadline, at: datetime
                     gate_index=progress.index,
                     gate_id=gate.gate_id,
                     due_at=progress.due_at,
-                    pending=_pending_approvers(state),
+                    pending=pending_approvers(state),
                 )
             ]
         return [
@@ -143,13 +146,13 @@ def _on_deadline(state: PlanState, c: cmd.Tick, deadline: Deadline, at: datetime
                 gate_id=gate.gate_id,
                 due_at=progress.due_at,
                 fallback_approver=gate.fallback_approver,
-                pending=_pending_approvers(state),
+                pending=pending_approvers(state),
             )
         ]
     if kind is DeadlineKind.MONTHLY_CLOSE:
         # At the close the month's report is issued; any actuals still missing are flagged overdue first.
         month = deadline.detail
-        missing = _missing_actuals(state, month)
+        missing = missing_actuals(state, month)
         issued: list[Event] = []
         if missing and month not in state.overdue_months:
             issued.append(ev.ActualsOverdue(**meta(c), month=month, missing=missing, due_at=deadline.at))

@@ -99,7 +99,9 @@ def make_replayer() -> Replayer:
     )
 
 
-def make_worker(client: Client, store: EventStore, task_queue: str, **options: Any) -> Worker:
+def make_worker(
+    client: Client, store: EventStore, task_queue: str, *, activities: list[Any] | None = None, **options: Any
+) -> Worker:
     """The planloop worker: every workflow and activity on one task queue."""
     from temporalio.worker import Worker
 
@@ -109,7 +111,7 @@ def make_worker(client: Client, store: EventStore, task_queue: str, **options: A
         client,
         task_queue=task_queue,
         workflows=ALL_WORKFLOWS,
-        activities=worker_activities(store),
+        activities=activities if activities is not None else worker_activities(store),
         workflow_runner=workflow_runner(),
         **options,
     )
@@ -128,12 +130,13 @@ async def run_worker(
 
     store = await open_event_store(settings)
     try:
-        worker = make_worker(client, store, settings.task_queue)
+        activities = worker_activities(store)
+        worker = make_worker(client, store, settings.task_queue, activities=activities)
         log.info(
             "worker polling",
             task_queue=settings.task_queue,
             workflows=_names(ALL_WORKFLOWS),
-            activities=_names(worker_activities(store)),
+            activities=_names(activities),
         )
         async with worker:
             ready.set()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -64,8 +63,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.plan import plan_id, refused
     from workflows.recording import append_events, request_id_of, run_ids, stamped
-
-SIGNAL_TIMEOUT = timedelta(minutes=5)
 
 
 def cycle_workflow_id(cycle_id: str) -> str:

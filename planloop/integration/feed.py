@@ -23,12 +23,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from eventstore import Cursor, EventStore, InvalidEventError, RecordedEvent
+from eventstore.queries import LISTEN_CHANNEL
 
 #: Longest a request may be held open, so proxies and clients with common timeouts are not cut off.
 MAX_WAIT_SECONDS: Final = 30.0
 MAX_LIMIT: Final = 1000
 #: Channel the event store's append notifies on commit.
-LISTEN_CHANNEL: Final = "planloop_events"
 
 
 class FeedEvent(BaseModel):

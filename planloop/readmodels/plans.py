@@ -13,8 +13,8 @@ from typing import Any, Final, get_args
 import asyncpg
 
 from domain import Event, PlanState, evolve
+from domain.clock import missing_actuals, pending_approvers
 from domain.state import Phase
-from domain.tracking import REVENUE
 from eventstore import RecordedEvent
 from planloop.readmodels.projector import Projection
 
@@ -59,23 +59,9 @@ class PlanStateProjection(Projection):
         """Bring the projection's rows for ``recorded.stream_id`` in line with ``state``."""
 
 
-def pending_seats(state: PlanState) -> tuple[str, ...]:
-    """The approver seats at the current gate that have not approved yet (none outside review)."""
-    gate, progress = state.current_gate, state.gate
-    if state.phase is not Phase.IN_REVIEW or gate is None or progress is None:
-        return ()
-    return tuple(a for a in gate.approvers if a not in progress.approved_by)
-
-
 def overdue_actuals(state: PlanState) -> tuple[str, ...]:
     """Months flagged overdue at their close whose actuals are still not all in."""
-    actuals = state.current_actuals()
-    measures = (REVENUE, *(c.csf_id for c in state.csfs))
-    return tuple(
-        month
-        for month in state.overdue_months
-        if any(month not in actuals.get(measure, {}) for measure in measures)
-    )
+    return tuple(month for month in state.overdue_months if missing_actuals(state, month))
 
 
 UPSERT_PLAN: Final = """
@@ -124,7 +110,7 @@ class PlanListProjection(PlanStateProjection):
             list(state.authors),
             gate.gate_id if gate else None,
             progress.index if progress else None,
-            list(pending_seats(state)),
+            list(pending_approvers(state)),
             progress.due_at if progress else None,
             escalated,
             list(months),
@@ -155,7 +141,7 @@ class ApprovalInboxProjection(PlanStateProjection):
         self, conn: asyncpg.Connection, recorded: RecordedEvent, event: Any, state: PlanState
     ) -> None:
         await conn.execute(CLEAR_INBOX, recorded.stream_id)
-        seats = pending_seats(state)
+        seats = pending_approvers(state)
         gate, progress, submission = state.current_gate, state.gate, state.submission
         if not seats or gate is None or progress is None or submission is None:
             return
