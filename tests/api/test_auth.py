@@ -1,87 +1,323 @@
 """API tokens: every endpoint checks the token's roles and org-unit scopes, answers 401 without a valid
-token and 403 naming what is missing; tokens are stored hashed."""
+token and 403 naming what is missing; tokens are stored hashed.
+
+``MATRIX`` is the permission matrix: one row per route of the app (method and path template), with the roles
+that may call it. ``test_every_route_has_a_row`` fails when the app has a route without a row (or a row
+names a route the app no longer has), so a new endpoint cannot ship without its permissions checked here.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
+from domain.execution import Team
 from eventstore import EventStore
 from planloop.api.auth import Role, revoke_tokens
+from planloop.integration.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.api.conftest import MakeToken, cycle_definition
+from tests.workflows import scenario
 
 C, U = "FY-NONE", "DE"  # a cycle that does not exist: an allowed request gets past the checks to a 404
 PLAN = f"/cycles/{C}/plans/{U}"
+PLAN_T = "/cycles/{cycle_id}/plans/{unit_id}"
 HEADLESS = cycle_definition("FY-HEADLESS")
 HEADLESS["hierarchy"]["units"][1]["head"] = None  # refused by the domain (422) once the checks pass
-
 NO_SUBSCRIPTION = "/webhooks/subscriptions/00000000-0000-0000-0000-000000000000"
+SOURCE = "matrix-erp"  # registered by the matrix test, so a request without a signature is a bad signature
+MONTHS = tuple(f"2027-{m:02d}" for m in range(1, 13))
 
-# (method, path, body, the roles that may call it); admin may call everything.
-ENDPOINTS: list[tuple[str, str, Any, set[Role]]] = [
-    ("GET", f"/cycles/{C}", None, set(Role)),
-    ("GET", f"/cycles/{C}/plans", None, set(Role)),
-    ("GET", f"/cycles/{C}/plans?waiting_on=me", None, set(Role)),
-    ("GET", PLAN, None, set(Role)),
-    ("GET", f"{PLAN}/revisions", None, set(Role)),
-    ("GET", f"{PLAN}/tracking", None, set(Role)),
-    ("GET", "/inbox", None, {Role.APPROVER, Role.LEADERSHIP, Role.AUDITOR}),
-    ("GET", "/events", None, {Role.INTEGRATION, Role.AUDITOR, Role.LEADERSHIP}),
-    ("GET", "/webhooks/subscriptions", None, {Role.INTEGRATION}),
-    ("POST", "/webhooks/subscriptions", {"url": "ftp://not-http"}, {Role.INTEGRATION}),
-    ("POST", f"{NO_SUBSCRIPTION}/pause", None, {Role.INTEGRATION}),
-    ("POST", f"{NO_SUBSCRIPTION}/resume", None, {Role.INTEGRATION}),
-    ("POST", "/cycles", "headless", {Role.LEADERSHIP, Role.INTEGRATION}),
-    ("POST", f"/cycles/{C}/commands/CloseCycle", {"reason": "r"}, {Role.LEADERSHIP}),
-    ("POST", f"{PLAN}/commands/SubmitForApproval", {}, {Role.PLANNER}),
-    ("POST", f"{PLAN}/commands/ApprovePlan", {"content_hash": "0"}, {Role.APPROVER, Role.LEADERSHIP}),
-    ("POST", f"{PLAN}/commands/ReopenPlan", {"reason": "r"}, {Role.LEADERSHIP}),
+EVERY_ROLE = frozenset(Role)
+ADMIN_ONLY: frozenset[Role] = frozenset()  # admins may call every route; these only admins
+PUBLIC = "public"  # no token needed
+SIGNED = "signed"  # authenticated by the source's HMAC signature; a token neither grants nor is needed
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    route: str  # the path template as the app declares it
+    allowed: frozenset[Role] | str
+    path: str = ""  # the concrete path called (the template when empty)
+    body: Any = None
+    files: Any = None
+    company_wide: bool = False  # refused to tokens scoped to org units, whatever their roles
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+R = Role
+PLANNER, APPROVAL, LEAD = (
+    frozenset({R.PLANNER}),
+    frozenset({R.APPROVER, R.LEADERSHIP}),
+    frozenset({R.LEADERSHIP}),
+)
+PLANNER_LEAD = frozenset({R.PLANNER, R.LEADERSHIP})
+ACTUALS = frozenset({R.PLANNER, R.CSF_OWNER, R.INTEGRATION})
+CSF = scenario.csf("C1", Team.SALES, "owner", MONTHS).model_dump(mode="json")
+CONTENT = scenario.content("DE", MONTHS).model_dump(mode="json")
+ACTUAL = {"measure": "revenue", "month": "2027-01", "value": "1", "currency": "EUR", "source": "erp"}
+
+# Plan commands: (name, body, roles). The body is valid, so the role check is what answers.
+COMMANDS: list[tuple[str, dict[str, Any], frozenset[Role]]] = [
+    ("ReviseStrategy", {"content": CONTENT, "reason": "r"}, PLANNER),
+    ("SubmitForApproval", {}, PLANNER),
+    ("AcceptCounterProposal", {}, PLANNER),
+    ("ApprovePlan", {"content_hash": "0"}, APPROVAL),
+    ("RequestChanges", {"content_hash": "0", "comment": "c"}, APPROVAL),
+    ("RejectPlan", {"content_hash": "0", "reason": "r"}, APPROVAL),
     (
-        "POST",
-        f"{PLAN}/commands/ExplainDeviation",
-        {"deviation_id": "d", "explanation": "e"},
-        {
-            Role.PLANNER,
-            Role.CSF_OWNER,
-        },
+        "DelegateApproval",
+        {"delegate": "d", "starts": "2027-01-01T00:00:00Z", "ends": "2027-01-08T00:00:00Z"},
+        APPROVAL,
     ),
-    (
-        "POST",
-        f"{PLAN}/commands/RecordActual",
-        {"measure": "revenue", "month": "2027-01", "value": "1", "currency": "EUR", "source": "erp"},
-        {Role.PLANNER, Role.CSF_OWNER, Role.INTEGRATION},
-    ),
+    ("ReopenPlan", {"reason": "r"}, LEAD),
+    ("CancelPlan", {"reason": "r"}, PLANNER_LEAD),
+    ("StartExecutionPlanning", {"sales_lead": "s", "marketing_lead": "m"}, PLANNER),
+    ("DefineCsf", {"csf": CSF}, PLANNER),
+    ("RemoveCsf", {"csf_id": "C1"}, PLANNER),
+    ("AssignCsfOwner", {"csf_id": "C1", "owner": "o"}, PLANNER),
+    ("ConfirmAlignment", {"team": "sales"}, frozenset({R.PLANNER, R.CSF_OWNER})),
+    ("StartExecution", {}, PLANNER),
+    ("RecordActual", ACTUAL, ACTUALS),
+    ("CorrectActual", {**ACTUAL, "reason": "r"}, ACTUALS),
+    ("ExplainDeviation", {"deviation_id": "d", "explanation": "e"}, frozenset({R.PLANNER, R.CSF_OWNER})),
+    ("IssueMonthlyReport", {"month": "2027-01"}, PLANNER_LEAD),
+    ("HoldQuarterlyReview", {"quarter": 1, "attendees": ["a"]}, PLANNER_LEAD),
+    ("CloseExecutionPeriod", {}, LEAD),
+    ("ScorePlan", {"plan_quality": 3, "execution_effectiveness": 3}, LEAD),
+    ("RecordLesson", {"text": "t"}, PLANNER_LEAD),
+    ("RefineStrategy", {"content": CONTENT, "reason": "r", "lesson_links": []}, PLANNER),
 ]
 
+SCHEDULERS = frozenset({R.LEADERSHIP, R.INTEGRATION})
+REMINDER = {"schedule_id": "matrix-reminder", "kind": "actuals_reminder", "cycle_id": C}
 
-async def call(http: httpx.AsyncClient, method: str, path: str, body: Any, headers: Any) -> httpx.Response:
-    payload = HEADLESS if body == "headless" else body
-    return await http.request(method, path, json=payload, headers=headers)
+MATRIX: list[Row] = [
+    Row("GET", "/health", PUBLIC),
+    # Cycles.
+    Row("POST", "/cycles", frozenset({R.LEADERSHIP, R.INTEGRATION}), body=HEADLESS, company_wide=True),
+    Row(
+        "POST",
+        "/cycles/upload",
+        frozenset({R.LEADERSHIP, R.INTEGRATION}),
+        files={"file": ("cycle.json", json.dumps(HEADLESS), "application/json")},
+        company_wide=True,
+    ),
+    Row("GET", "/cycles/{cycle_id}", EVERY_ROLE, f"/cycles/{C}"),
+    Row("GET", "/cycles/{cycle_id}/rollup", EVERY_ROLE, f"/cycles/{C}/rollup"),
+    Row(
+        "POST",
+        "/cycles/{cycle_id}/commands/CloseCycle",
+        LEAD,
+        f"/cycles/{C}/commands/CloseCycle",
+        {"reason": "r"},
+        company_wide=True,
+    ),
+    Row(
+        "POST",
+        "/cycles/{cycle_id}/actuals/import",
+        frozenset({R.INTEGRATION, R.PLANNER, R.CSF_OWNER}),
+        f"/cycles/{C}/actuals/import",
+        {"rows": [{**ACTUAL, "unit": U}]},
+    ),
+    # Plans and the read models.
+    Row("GET", "/cycles/{cycle_id}/plans", EVERY_ROLE, f"/cycles/{C}/plans"),
+    Row("GET", PLAN_T, EVERY_ROLE, PLAN),
+    Row("GET", f"{PLAN_T}/revisions", EVERY_ROLE, f"{PLAN}/revisions"),
+    Row("GET", f"{PLAN_T}/revisions/{{number}}", EVERY_ROLE, f"{PLAN}/revisions/1"),
+    Row("GET", f"{PLAN_T}/diff", EVERY_ROLE, f"{PLAN}/diff", params={"from": 1, "to": 2}),
+    Row("GET", f"{PLAN_T}/tracking", EVERY_ROLE, f"{PLAN}/tracking"),
+    Row("GET", "/inbox", frozenset({R.APPROVER, R.LEADERSHIP, R.AUDITOR})),
+    *(
+        Row("POST", f"{PLAN_T}/commands/{name}", roles, f"{PLAN}/commands/{name}", body)
+        for name, body, roles in COMMANDS
+    ),
+    # Outbound: the feed and webhook subscriptions.
+    Row("GET", "/events", frozenset({R.INTEGRATION, R.AUDITOR, R.LEADERSHIP}), company_wide=True),
+    Row("GET", "/webhooks/subscriptions", frozenset({R.INTEGRATION}), company_wide=True),
+    Row(
+        "POST",
+        "/webhooks/subscriptions",
+        frozenset({R.INTEGRATION}),
+        body={"url": "ftp://not-http"},
+        company_wide=True,
+    ),
+    Row(
+        "POST",
+        "/webhooks/subscriptions/{subscription_id}/pause",
+        frozenset({R.INTEGRATION}),
+        f"{NO_SUBSCRIPTION}/pause",
+        company_wide=True,
+    ),
+    Row(
+        "POST",
+        "/webhooks/subscriptions/{subscription_id}/resume",
+        frozenset({R.INTEGRATION}),
+        f"{NO_SUBSCRIPTION}/resume",
+        company_wide=True,
+    ),
+    # Inbound: sources are admins' business; their webhooks are signed, not token-bearing.
+    Row("POST", "/inbound/sources", ADMIN_ONLY, body={"source": "matrix-other"}),
+    Row("GET", "/inbound/sources", ADMIN_ONLY),
+    Row("DELETE", "/inbound/sources/{source}", ADMIN_ONLY, "/inbound/sources/no-such-source"),
+    Row(
+        "POST", "/inbound/{source}/actuals", SIGNED, f"/inbound/{SOURCE}/actuals", {"cycle_id": C, "rows": []}
+    ),
+    # Schedules.
+    Row("POST", "/schedules", SCHEDULERS, body=REMINDER, company_wide=True),
+    Row("GET", "/schedules", SCHEDULERS, company_wide=True),
+    Row("GET", "/schedules/{schedule_id}", SCHEDULERS, "/schedules/no-such", company_wide=True),
+    Row(
+        "POST",
+        "/schedules/{schedule_id}/trigger",
+        SCHEDULERS,
+        "/schedules/no-such/trigger",
+        company_wide=True,
+    ),
+    Row("DELETE", "/schedules/{schedule_id}", SCHEDULERS, "/schedules/no-such", company_wide=True),
+]
+
+# Served by FastAPI itself, not by planloop: the OpenAPI document and the interactive docs.
+FRAMEWORK_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def app_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """Every (method, path template) the app serves: its routes, those of included routers, and the
+    OpenAPI document's operations. A route of a kind this does not know is listed as ("ANY", path), so it
+    needs a row too."""
+    found: set[tuple[str, str]] = set()
+
+    def add(methods: set[str] | None, path: str) -> None:
+        for method in (methods or {"ANY"}) - {"HEAD", "OPTIONS"}:
+            found.add((method, path))
+
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            add(route.methods, route.path)
+        elif hasattr(route, "effective_route_contexts"):  # a router included into the app
+            contexts = route.effective_route_contexts
+            for context in contexts() if callable(contexts) else contexts:
+                add(context.methods, context.path)
+        elif getattr(route, "path", None) not in FRAMEWORK_ROUTES:
+            add(getattr(route, "methods", None), getattr(route, "path", repr(route)))
+    for path, operations in app.openapi()["paths"].items():
+        for method in operations:
+            add({method.upper()}, path)
+    return found
+
+
+async def test_every_route_has_a_row(app: FastAPI) -> None:
+    rows = [(row.method, row.route) for row in MATRIX]
+    assert len(rows) == len(set(rows)), "a route has two rows in the permission matrix"
+    served = app_routes(app)
+    missing = sorted(served - set(rows))
+    stale = sorted(set(rows) - served)
+    assert not missing, (
+        "routes without a row in the permission matrix (tests/api/test_auth.py MATRIX): "
+        + ", ".join(f"{m} {p}" for m, p in missing)
+    )
+    assert not stale, "rows for routes the app does not serve: " + ", ".join(f"{m} {p}" for m, p in stale)
+
+
+async def call(http: httpx.AsyncClient, row: Row, headers: Any) -> httpx.Response:
+    return await http.request(
+        row.method,
+        row.path or row.route,
+        json=row.body if row.files is None else None,
+        files=row.files,
+        params=row.params,
+        headers=headers,
+    )
+
+
+def _code(answer: httpx.Response) -> str | None:
+    try:
+        shown = answer.json()
+    except ValueError:
+        return None
+    return shown.get("code") if isinstance(shown, dict) else None
+
+
+def judged(row: Row, role: Role | None, answer: httpx.Response) -> bool:
+    """Whether ``answer`` is what ``role`` (None: no token) should get from ``row``."""
+    code = _code(answer)
+    if row.allowed == PUBLIC:
+        return answer.status_code == 200
+    if row.allowed == SIGNED:  # no signature: refused, whatever the token
+        return answer.status_code == 401 and code == "invalid_signature"
+    if role is None:
+        return answer.status_code == 401 and code == "unauthenticated"
+    if role is Role.ADMIN or role in row.allowed:
+        return answer.status_code not in (401, 403) and answer.status_code < 500
+    return answer.status_code == 403 and code == "forbidden" and "needs the role" in answer.json()["message"]
+
+
+@pytest.fixture
+async def registered_source(http: httpx.AsyncClient, admin: Any) -> str:
+    """An inbound source, so a webhook without a signature is refused for its signature."""
+    answer = await http.post("/inbound/sources", json={"source": SOURCE}, headers=admin)
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["secret"])
 
 
 @pytest.mark.parametrize("role", [*Role, None], ids=[*(r.value for r in Role), "no-token"])
-async def test_permission_matrix(http: httpx.AsyncClient, make_token: MakeToken, role: Role | None) -> None:
+async def test_permission_matrix(
+    http: httpx.AsyncClient, make_token: MakeToken, registered_source: str, role: Role | None
+) -> None:
     headers = await make_token(f"matrix-{role}", role) if role is not None else {}
-    wrong: list[str] = []
-    for method, path, body, allowed in ENDPOINTS:
-        answer = await call(http, method, path, body, headers)
-        shown = answer.json()
-        code = shown.get("code") if isinstance(shown, dict) else None
-        if role is None:
-            expected_ok = answer.status_code == 401 and code == "unauthenticated"
-        elif role is Role.ADMIN or role in allowed:
-            expected_ok = answer.status_code not in (401, 403) or code not in ("forbidden", "unauthenticated")
-        else:
-            expected_ok = (
-                answer.status_code == 403
-                and code == "forbidden"
-                and "needs the role" in answer.json()["message"]
-            )
-        if not expected_ok:
-            wrong.append(f"{method} {path}: {answer.status_code} {answer.text[:120]}")
+    wrong = []
+    for row in MATRIX:
+        answer = await call(http, row, headers)
+        if not judged(row, role, answer):
+            wrong.append(f"{row.method} {row.path or row.route}: {answer.status_code} {answer.text[:160]}")
     assert not wrong, "\n".join(wrong)
+
+
+async def test_company_wide_routes_refuse_scoped_tokens(
+    http: httpx.AsyncClient, make_token: MakeToken, registered_source: str
+) -> None:
+    """A token scoped to DE with every role but admin: refused where the route concerns the whole company,
+    let through (to the missing cycle's 404) elsewhere."""
+    scoped = await make_token("de-everything", *(r for r in Role if r is not Role.ADMIN), scopes=(U,))
+    wrong = []
+    for row in MATRIX:
+        if row.allowed in (PUBLIC, SIGNED, ADMIN_ONLY):
+            continue
+        answer = await call(http, row, scoped)
+        if row.company_wide:
+            ok = answer.status_code == 403 and "whole company" in answer.json()["message"]
+        else:
+            ok = answer.status_code not in (401, 403) and answer.status_code < 500
+        if not ok:
+            wrong.append(f"{row.method} {row.path or row.route}: {answer.status_code} {answer.text[:160]}")
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_a_signed_route_needs_the_signature_not_a_token(
+    http: httpx.AsyncClient, registered_source: str
+) -> None:
+    body = json.dumps({"cycle_id": C, "rows": [{**ACTUAL, "unit": U}]}).encode()
+    now = int(time.time())
+    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: str(now)}
+    signed = await http.post(
+        f"/inbound/{SOURCE}/actuals",
+        content=body,
+        headers={**headers, SIGNATURE_HEADER: sign(registered_source, now, body)},
+    )
+    assert signed.status_code not in (401, 403) and signed.status_code < 500, signed.text
+    forged = await http.post(
+        f"/inbound/{SOURCE}/actuals",
+        content=body,
+        headers={**headers, SIGNATURE_HEADER: sign("x" * 32, now, body)},
+    )
+    assert forged.status_code == 401 and forged.json()["code"] == "invalid_signature"
 
 
 async def test_401_and_403_messages_say_what_to_do(
