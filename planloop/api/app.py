@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from . import actuals, commands, cycles, inbound, outbound, plans, readviews, schedules
+from . import actuals, audit_history, commands, cycles, inbound, outbound, plans, readviews, schedules
 from .background import background_work
 from .errors import install_error_handlers
 from .idempotency import Idempotency
@@ -69,4 +69,5 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
     app.include_router(actuals.router)
     app.include_router(inbound.router)
     app.include_router(schedules.router)
+    app.include_router(audit_history.router)
     return app

@@ -135,6 +135,17 @@ MATRIX: list[Row] = [
     Row("GET", f"{PLAN_T}/diff", EVERY_ROLE, f"{PLAN}/diff", params={"from": 1, "to": 2}),
     Row("GET", f"{PLAN_T}/tracking", EVERY_ROLE, f"{PLAN}/tracking"),
     Row("GET", "/inbox", frozenset({R.APPROVER, R.LEADERSHIP, R.AUDITOR})),
+    # The auditor's reads of a plan: every role, within its scopes.
+    Row("GET", f"/audit{PLAN_T}/history", EVERY_ROLE, f"/audit{PLAN}/history"),
+    Row("GET", f"/audit{PLAN_T}/as-of", EVERY_ROLE, f"/audit{PLAN}/as-of", params={"version": 1}),
+    Row(
+        "GET",
+        f"/audit{PLAN_T}/diff-at",
+        EVERY_ROLE,
+        f"/audit{PLAN}/diff-at",
+        params={"from": "2027-01-01T00:00:00Z", "to": "2027-02-01T00:00:00Z"},
+    ),
+    Row("GET", f"/audit{PLAN_T}/workflow-replay", EVERY_ROLE, f"/audit{PLAN}/workflow-replay"),
     *(
         Row("POST", f"{PLAN_T}/commands/{name}", roles, f"{PLAN}/commands/{name}", body)
         for name, body, roles in COMMANDS
