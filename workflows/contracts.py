@@ -6,11 +6,14 @@ as they were sent (an untyped payload would come back with Decimals as strings).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from math import ceil
 from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain import Command, Deadline, Phase, PlanState
+from domain.base import UtcDateTime
 from domain.commands import OpenPlan
 from domain.cycle import CloseCycle, OpenCycle
 from domain.rollup import PlanFigures
@@ -58,6 +61,36 @@ class CommandResult(BaseModel):
     duplicate: bool = False
 
 
+# Calendar time per wall-clock second at most: a month in about a quarter of a second.
+MAX_SPEED = 10_000_000.0
+
+
+class Pace(BaseModel):
+    """A compressed calendar, for demos and training: the cycle's calendar runs ``speed`` times faster than
+    the wall clock. At the real moment ``real_origin`` the calendar reads ``calendar_origin``; from then on a
+    workflow's calendar time is ``calendar_origin + (workflow.now() - real_origin) * speed``, so a year of
+    monthly closes and quarterly reviews passes in minutes. Without a pace, calendar time is real time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    speed: float = Field(ge=1, le=MAX_SPEED)
+    calendar_origin: UtcDateTime
+    real_origin: UtcDateTime
+
+    def calendar_at(self, real: datetime) -> datetime:
+        """The calendar's time at the real moment ``real``."""
+        return self.calendar_origin + (real - self.real_origin) * self.speed
+
+    def real_at(self, calendar: datetime) -> datetime:
+        """The real moment at which the calendar reads ``calendar``."""
+        return self.real_origin + (calendar - self.calendar_origin) / self.speed
+
+    def real_duration(self, calendar: timedelta) -> timedelta:
+        """How long ``calendar`` time takes on the wall clock, rounded up to the millisecond, so a timer of
+        that length never wakes before the calendar moment it waits for."""
+        return timedelta(milliseconds=ceil(calendar / timedelta(milliseconds=1) / self.speed))
+
+
 class PlanStart(BaseModel):
     """The input of a PlanWorkflow run: a new plan (with its OpenPlan) or a plan carried over by
     continue-as-new (its state, its stream version and the requests it has answered)."""
@@ -70,6 +103,8 @@ class PlanStart(BaseModel):
     # The workflow id of the cycle that opened the plan: the plan reports its figures there as they change.
     # None for a plan started on its own, which then reports to nobody.
     cycle_workflow_id: str | None = None
+    # The cycle's compressed calendar (demos, training); None: the plan runs on real time.
+    pace: Pace | None = None
 
 
 class PlanSummary(BaseModel):
@@ -122,6 +157,8 @@ class CycleStart(BaseModel):
     # Continue as new once the run's history reaches this many events (besides Temporal's own suggestion);
     # tests lower it to prove the carry-over.
     history_limit: int | None = Field(default=None, ge=50)
+    # A compressed calendar (demos, training) for the cycle and every plan it starts; None: real time.
+    pace: Pace | None = None
 
 
 class CycleCommand(BaseModel):

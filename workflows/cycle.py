@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.envelope import EventMetadata
     from domain.rollup import Consolidated, PlanFigures, consolidate_figures
     from domain.state import Phase
+    from workflows.clock import calendar_now
     from workflows.contracts import (
         CLOSE_BY_CYCLE_SIGNAL,
         PLAN_PROGRESS_SIGNAL,
@@ -87,7 +88,7 @@ class CycleWorkflow:
         # the same state from the same (stamped) commands and stores nothing again.
         self._open: OpenCycle = start.open
         if start.stream_version == 0:
-            self._open = start.open.model_copy(update={"at": workflow.now()})
+            self._open = start.open.model_copy(update={"at": calendar_now(start.pace)})
         self._opening: list[CycleEvent] = decide_cycle(CycleState(), self._open)
         self._state = self._fold(CycleState(), self._opening)
         self._close: CloseCycle | None = start.close
@@ -180,7 +181,9 @@ class CycleWorkflow:
         try:
             child = await workflow.start_child_workflow(
                 "PlanWorkflow",
-                PlanStart(plan_id=pid, open=command, cycle_workflow_id=self._stream_id),
+                PlanStart(
+                    plan_id=pid, open=command, cycle_workflow_id=self._stream_id, pace=self._start.pace
+                ),
                 id=pid,
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 # A plan that has ended is never opened a second time over its own stream.
@@ -218,7 +221,7 @@ class CycleWorkflow:
         async with self._lock:
             if request_id in self._processed:
                 return self._result(request_id, [], duplicate=True)
-            command = stamped(request.command)
+            command = stamped(request.command, self._start.pace)
             try:
                 events = decide_cycle(self._state, command)
             except DomainError as err:
@@ -242,7 +245,7 @@ class CycleWorkflow:
         if request_id_of(request.request_id) in self._processed:
             return
         try:
-            decide_cycle(self._state, stamped(request.command))
+            decide_cycle(self._state, stamped(request.command, self._start.pace))
         except DomainError as err:
             raise refused(err) from None
 

@@ -47,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.events import Event
     from domain.rollup import PlanFigures, plan_figures
     from domain.state import TERMINAL_PHASES
+    from workflows.clock import calendar_now, timer_until
     from workflows.contracts import (
         CLOSE_BY_CYCLE_SIGNAL,
         PLAN_PROGRESS_SIGNAL,
@@ -108,13 +109,15 @@ class PlanWorkflow:
         self._processed: dict[str, CommandResult] = {r.request_id: r for r in start.processed}
         self._lock = asyncio.Lock()
         self._changed = False
+        # The cycle's compressed calendar, if it runs at a pace (demos, training): every time below is on it.
+        self._pace = start.pace
         # The plan is opened here, in memory, so validators of Updates that arrive with the first
         # workflow task judge against the opened plan; run() stores the opening before any handler acts.
         self._opening: list[Event] = []
         self._open_refused: ApplicationError | None = None
         if start.open is not None and self._state.phase is None:
             try:
-                self._opening = decide(self._state, stamped(start.open))
+                self._opening = decide(self._state, stamped(start.open, self._pace))
             except DomainError as err:
                 # Raised here it would fail every workflow task for ever; run() fails the plan with it.
                 self._open_refused = refused(err)
@@ -160,11 +163,11 @@ class PlanWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carry_over())
             due = next_deadlines(self._state)
-            if due and due[0].at <= workflow.now():
+            if due and due[0].at <= calendar_now(self._pace):
                 await self._tick()
                 continue
             self._changed = False
-            timeout = (due[0].at - workflow.now()) if due else None
+            timeout = timer_until(self._pace, due[0].at) if due else None
             # A timeout is the normal way out: the next deadline has come.
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
@@ -184,6 +187,7 @@ class PlanWorkflow:
             stream_version=self._version,
             processed=remembered,
             cycle_workflow_id=self._cycle_workflow_id,
+            pace=self._pace,
         )
 
     async def _report_progress(self) -> None:
@@ -202,7 +206,7 @@ class PlanWorkflow:
 
     async def _tick(self) -> None:
         async with self._lock:
-            tick = Tick(actor=CLOCK, at=workflow.now())
+            tick = Tick(actor=CLOCK, at=calendar_now(self._pace))
             try:
                 events = decide(self._state, tick)
             except DomainError as err:  # pragma: no cover - Tick is refused only on a closed plan
@@ -236,7 +240,7 @@ class PlanWorkflow:
             if self._answered(request_id_of(request.request_id), request) is not None:
                 return
             try:
-                decide(self._state, stamped(request.command))
+                decide(self._state, stamped(request.command, self._pace))
             except DomainError as err:
                 log.info(
                     "command refused", extra={"command": name, "code": err.code, "plan_id": self._plan_id}
@@ -268,7 +272,7 @@ class PlanWorkflow:
             )
 
     async def _execute(self, request: PlanCommand, request_id: str) -> CommandResult:
-        command: CommandBase = stamped(request.command)
+        command: CommandBase = stamped(request.command, self._pace)
         try:
             events = decide(self._state, command)  # type: ignore[arg-type]
         except DomainError as err:

@@ -23,13 +23,15 @@ with workflow.unsafe.imports_passed_through():
     from domain.cycle import CycleEvent
     from domain.envelope import AppendOutcome, AppendRequest, EventMetadata, EventToAppend
     from domain.events import Event
+    from workflows.clock import calendar_now
+    from workflows.contracts import Pace
 
 _Command = TypeVar("_Command", bound=BaseModel)
 
 
-def stamped(command: _Command) -> _Command:
-    """The command at the workflow's own time: a caller cannot back- or post-date a decision."""
-    return command.model_copy(update={"at": workflow.now()})
+def stamped(command: _Command, pace: Pace | None = None) -> _Command:
+    """The command at the workflow's own (calendar) time: a caller cannot back- or post-date a decision."""
+    return command.model_copy(update={"at": calendar_now(pace)})
 
 
 def request_id_of(request_id: str | None) -> str:
