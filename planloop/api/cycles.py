@@ -25,11 +25,12 @@ from domain.cycle import CloseCycle, CycleState, OpenCycle, decide_cycle
 from domain.money import CurrencyCode
 from domain.rollup import Consolidated
 from workflows import CycleWorkflow, cycle_workflow_id
-from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress, CycleStart
+from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress, CycleStart, Pace
 
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, UNAVAILABLE, ApiError
 from .idempotency import HEADER, fingerprint
+from .pace import CyclePace
 
 router = APIRouter(tags=["cycles"], responses=ERROR_RESPONSES)
 
@@ -52,12 +53,16 @@ class CycleDefinition(BaseModel):
     calendar: CycleCalendar
     hierarchy: OrgHierarchy
     currency: CurrencyCode = "EUR"
+    # Demos and training only: a compressed calendar that runs faster than the wall clock.
+    pace: CyclePace | None = None
 
 
 class CycleOpenedView(BaseModel):
     cycle_id: str
     workflow_id: str
     plans: list[str]
+    # A paced cycle's calendar: calendar time = calendar_origin + (now - real_origin) * speed.
+    pace: Pace | None = None
 
 
 class CycleView(BaseModel):
@@ -100,10 +105,11 @@ async def _open(
 
     async def act(_: str) -> tuple[int, Any]:
         client: Client = request.app.state.client
+        pace = definition.pace.starting(datetime.now(UTC)) if definition.pace is not None else None
         try:
             await client.start_workflow(
                 CycleWorkflow.run,
-                CycleStart(open=command),
+                CycleStart(open=command, pace=pace),
                 id=cycle_workflow_id(cycle_id),
                 task_queue=request.app.state.settings.task_queue,
                 # A cycle id names one fiscal cycle forever, even once it has been closed.
@@ -117,6 +123,7 @@ async def _open(
             cycle_id=cycle_id,
             workflow_id=cycle_workflow_id(cycle_id),
             plans=[u.unit_id for u in definition.hierarchy.units_below_global()],
+            pace=pace,
         )
         return 201, opened.model_dump(mode="json")
 
