@@ -1,0 +1,129 @@
+"""Workflow replay: every run of a real plan's Temporal history replays against the current code; a workflow
+changed without a patch guard is reported as not reproducing the record, naming the event and the reason."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from domain import commands as cmd
+from eventstore import EventStore
+from planloop.audit.replay import WorkflowNotFound, replay_history, replay_plan_workflow, workflow_id_of
+from planloop.worker import make_replayer, make_worker, workflow_runner
+from tests.audit.altered_workflow import UnguardedPlanWorkflow
+from tests.audit.conftest import Recorded
+from tests.domain import factory as f
+from tests.workflows.resilience import (
+    approve_through,
+    content_for,
+    runs_of,
+    send,
+    start_execution,
+    start_plan,
+)
+from tests.workflows.test_continue_as_new import suggesting_env  # noqa: F401  (a fixture)
+from workflows import CycleWorkflow
+
+FIXTURES = Path(__file__).resolve().parents[1] / "workflows" / "histories"
+
+
+def altered_replayer() -> Replayer:
+    """Today's workers, except that PlanWorkflow has an unguarded change."""
+    return Replayer(
+        workflows=[UnguardedPlanWorkflow, CycleWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(),
+    )
+
+
+def fixture(name: str) -> WorkflowHistory:
+    recorded = json.loads((FIXTURES / f"{name}.json").read_text())
+    return WorkflowHistory.from_json(recorded["workflow_id"], recorded["history"])
+
+
+async def test_every_run_of_a_plan_that_continued_as_new_replays_and_a_changed_workflow_does_not(
+    suggesting_env: WorkflowEnvironment,  # noqa: F811
+    store: EventStore,
+) -> None:
+    client, task_queue = suggesting_env.client, f"audit-replay-{uuid.uuid4().hex[:8]}"
+    async with make_worker(client, store, task_queue):
+        handle = await start_plan(client, task_queue)
+        await send(handle, cmd.ReviseStrategy(actor=f.AUTHOR, at=f.T0, content=content_for(2027), reason="d"))
+        await approve_through(handle)
+        await start_execution(handle, 2027)
+        assert handle.first_execution_run_id is not None
+        chain = await runs_of(client, handle.id, handle.first_execution_run_id)
+        assert len(chain) >= 3, "the plan should have continued as new at least twice"
+
+        report = await replay_plan_workflow(client, handle.id)
+        assert report.reproduced and report.workflow_id == handle.id and not report.unavailable_runs
+        assert [r.run_id for r in report.runs] == [r.run_id for r in chain]
+        assert [r.history_events for r in report.runs] == [r.history_length for r in chain]
+        assert {r.ended for r in report.runs[:-1]} == {"continued as new"} and report.runs[
+            -1
+        ].ended == "running"
+        assert all(r.failure is None and r.failed_event_id is None for r in report.runs)
+
+        altered = await replay_plan_workflow(client, handle.id, altered_replayer())
+        assert not altered.reproduced and len(altered.runs) == len(chain)
+        first = altered.runs[0]
+        assert not first.reproduced and first.run_id == chain[0].run_id
+        # The opening append, the run's first scheduled activity, is where the unguarded timer parts ways.
+        history = await client.get_workflow_handle(handle.id, run_id=first.run_id).fetch_history()
+        opening = next(
+            e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        )
+        assert (first.failed_event_id, first.failed_event_type) == (opening.event_id, "ActivityTaskScheduled")
+        assert first.failure is not None and "Nondeterminism" in first.failure
+        assert all(not r.reproduced for r in altered.runs)
+
+
+async def test_recorded_fixtures_replay_with_the_current_code_and_not_with_a_changed_one() -> None:
+    for name in ("plan-DE-run1", "plan-DE-run2"):
+        history = fixture(name)
+        current = await replay_history(make_replayer(), history)
+        assert current.reproduced and current.failure is None, name
+        assert current.run_id == history.run_id and current.history_events == len(history.events)
+        changed = await replay_history(altered_replayer(), history)
+        assert not changed.reproduced and changed.failed_event_id == 5, name
+        assert changed.failure is not None and changed.failure.startswith("[TMPRL1100] Nondeterminism error")
+    assert (await replay_history(make_replayer(), fixture("plan-DE-run1"))).ended == "continued as new"
+
+
+async def test_the_api_replays_a_real_plans_workflow(
+    recorded: Recorded, http: httpx.AsyncClient, auditor: Any, app: Any
+) -> None:
+    base = f"/audit/cycles/{recorded.cycle_id}/plans"
+    answer = await http.get(f"{base}/{recorded.unit_id}/workflow-replay", headers=auditor)
+    assert answer.status_code == 200, answer.text
+    shown = answer.json()
+    assert shown["workflow_id"] == recorded.stream_id and shown["reproduced"] is True
+    (run,) = shown["runs"]
+    assert run["reproduced"] and run["ended"] == "running" and run["failure"] is None
+    described = await app.state.client.get_workflow_handle(recorded.stream_id).describe()
+    assert run["run_id"] == described.run_id and run["history_events"] == described.history_length
+    missing = await http.get(f"{base}/XX/workflow-replay", headers=auditor)
+    assert (missing.status_code, missing.json()["code"]) == (404, "plan_not_found")
+
+
+async def test_an_unknown_workflow_is_named(dev_server_env: WorkflowEnvironment) -> None:
+    with pytest.raises(WorkflowNotFound, match="has no workflow plan:FY-NONE:XX"):
+        await replay_plan_workflow(dev_server_env.client, "plan:FY-NONE:XX")
+
+
+def test_a_plan_is_named_by_cycle_and_unit_or_by_its_workflow_id() -> None:
+    assert workflow_id_of("FY2027/DE-SALES") == "plan:FY2027:DE-SALES"
+    assert workflow_id_of(" plan:FY2027:DE-SALES ") == "plan:FY2027:DE-SALES"
+    for wrong in ("FY2027", "FY2027/", "FY2027/DE/SALES", "cycle:FY2027", "plan:FY2027"):
+        with pytest.raises(ValueError, match="CYCLE/UNIT"):
+            workflow_id_of(wrong)
