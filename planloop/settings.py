@@ -73,6 +73,17 @@ class Settings(BaseSettings):
         "(console when stderr is a terminal, json otherwise).",
     )
     log_level: LogLevel = Field(default="INFO", description="Level of planloop's own logs.")
+    audit_key_file: Path | None = Field(
+        default=None,
+        description="PEM file of the Ed25519 key that signs audit checkpoints; generated (mode 0600) on first "
+        "use. Unset: audit-key.pem in the data folder.",
+    )
+    audit_checkpoint_interval: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between signed audit checkpoints, published only when the store changed; "
+        "0 turns the schedule off (POST /audit/checkpoints still publishes).",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -107,6 +118,10 @@ class Settings(BaseSettings):
     @property
     def embedded_temporal(self) -> bool:
         return self.temporal_address is None
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key_file or self.data_dir / "audit-key.pem"
 
 
 def env_name(field: str) -> str:

@@ -13,7 +13,18 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from . import actuals, audit_history, commands, cycles, inbound, outbound, plans, readviews, schedules
+from . import (
+    actuals,
+    audit_history,
+    audit_integrity,
+    commands,
+    cycles,
+    inbound,
+    outbound,
+    plans,
+    readviews,
+    schedules,
+)
 from .background import background_work
 from .errors import install_error_handlers
 from .idempotency import Idempotency
@@ -70,4 +81,5 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
     app.include_router(inbound.router)
     app.include_router(schedules.router)
     app.include_router(audit_history.router)
+    app.include_router(audit_integrity.router)
     return app

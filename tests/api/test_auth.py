@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -146,6 +147,23 @@ MATRIX: list[Row] = [
         params={"from": "2027-01-01T00:00:00Z", "to": "2027-02-01T00:00:00Z"},
     ),
     Row("GET", f"/audit{PLAN_T}/workflow-replay", EVERY_ROLE, f"/audit{PLAN}/workflow-replay"),
+    # Integrity: plans are verified and exported within scopes; the whole store is the auditors'; only admins
+    # publish a checkpoint (the key file is the test's own, see signing_key_of_the_test).
+    Row("GET", f"/audit{PLAN_T}/verify", EVERY_ROLE, f"/audit{PLAN}/verify"),
+    Row("GET", f"/audit{PLAN_T}/bundle", EVERY_ROLE, f"/audit{PLAN}/bundle"),
+    Row("GET", "/audit/verify", frozenset({R.AUDITOR}), company_wide=True),
+    Row("GET", "/audit/checkpoints", EVERY_ROLE),
+    Row("GET", "/audit/checkpoints/latest", EVERY_ROLE),
+    Row("GET", "/audit/checkpoints/{sequence}", EVERY_ROLE, "/audit/checkpoints/999999"),
+    Row("GET", "/audit/public-key", EVERY_ROLE),
+    Row("POST", "/audit/checkpoints", ADMIN_ONLY),
+    Row(
+        "POST",
+        "/audit/checkpoints/consistency",
+        frozenset({R.AUDITOR}),
+        body={"checkpoint": {}, "signature": ""},
+        company_wide=True,
+    ),
     *(
         Row("POST", f"{PLAN_T}/commands/{name}", roles, f"{PLAN}/commands/{name}", body)
         for name, body, roles in COMMANDS
@@ -268,6 +286,13 @@ def judged(row: Row, role: Role | None, answer: httpx.Response) -> bool:
     if role is Role.ADMIN or role in row.allowed:
         return answer.status_code not in (401, 403) and answer.status_code < 500
     return answer.status_code == 403 and code == "forbidden" and "needs the role" in answer.json()["message"]
+
+
+@pytest.fixture(autouse=True)
+def signing_key_of_the_test(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The checkpoint signing key in the test's folder, not the user's data folder (the app's settings read
+    the environment)."""
+    monkeypatch.setenv("PLANLOOP_AUDIT_KEY_FILE", str(tmp_path / "audit-key.pem"))
 
 
 @pytest.fixture

@@ -1,0 +1,347 @@
+"""A plan's history as a self-contained bundle, and its verification with nothing but the bundle.
+
+A bundle is JSON Lines, one record a line, each with a ``record`` field:
+
+* ``header``: format name and version, the stream (and its cycle and unit), when it was exported, how many
+  events follow;
+* ``event``: one per event in version order, with its full envelope and chain fields (position, stream,
+  version, event id, type, schema version, data, metadata, recorded at, previous hash, hash);
+* ``checkpoint``: the latest signed checkpoint when exported, with the proof that the plan's head at that
+  time is in it (absent when no checkpoint existed; its inclusion is null when the plan came later);
+* ``public_key``: the PEM of the key that signed the checkpoint.
+
+Verification needs no database, no server and no settings: it re-walks the chain with eventstore.jsoncodec's
+own digest and chain functions (planloop.audit.proofs), checks the checkpoint's signature and the inclusion
+proof of the plan's head, and compares the key with one the auditor trusts. The key inside the bundle proves
+only that whoever holds it signed; who that is, only a fingerprint obtained elsewhere can tell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from domain import PlanState, decode_event, replay
+from eventstore import jsoncodec
+from eventstore.types import ChainBreak
+from planloop.errors import PlanloopError
+
+from . import keys
+from .checkpoints import CheckpointError, Checkpoints, SignedCheckpoint
+from .proofs import ChainEvent, StreamHead, first_break, verify_inclusion
+
+FORMAT: Final = "planloop-audit-bundle"
+FORMAT_VERSION: Final = 1
+
+
+class BundleError(PlanloopError):
+    """A bundle that cannot be read at all (not JSON Lines, no header, another format)."""
+
+
+# -- export --------------------------------------------------------------------------------------------------
+
+
+def _line(record: dict[str, Any]) -> str:
+    return jsoncodec.dumps(record) + "\n"
+
+
+async def export_bundle(
+    checkpoints: Checkpoints, stream_id: str, *, cycle_id: str, unit_id: str, exported_at: datetime
+) -> str:
+    """The bundle of ``stream_id``: its events, the latest checkpoint with the stream's inclusion proof,
+    and the public key. The checkpoint is read first, so every event it covers is in the bundle."""
+    latest = await checkpoints.latest()
+    inclusion = await checkpoints.inclusion(latest, stream_id) if latest else None
+    events = await checkpoints.store.read_stream(stream_id)
+    lines = [
+        _line(
+            {
+                "record": "header",
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "stream_id": stream_id,
+                "cycle_id": cycle_id,
+                "unit_id": unit_id,
+                "exported_at": jsoncodec.utc_stamp(exported_at),
+                "events": len(events),
+            }
+        )
+    ]
+    for e in events:
+        lines.append(
+            _line(
+                {
+                    "record": "event",
+                    "position": e.position,
+                    "stream_id": e.stream_id,
+                    "version": e.version,
+                    "event_id": str(e.event_id),
+                    "type": e.type,
+                    "schema_version": e.schema_version,
+                    "data": e.data,
+                    "metadata": e.metadata,
+                    "recorded_at": jsoncodec.utc_stamp(e.recorded_at),
+                    "prev_hash": e.prev_hash,
+                    "hash": e.hash,
+                }
+            )
+        )
+    if latest is not None:
+        lines.append(
+            _line(
+                {
+                    "record": "checkpoint",
+                    "document": latest.document(),
+                    "inclusion": inclusion.as_json() if inclusion else None,
+                }
+            )
+        )
+        key = await checkpoints.public_key_of(latest.key_id)
+        if key is not None:
+            lines.append(
+                _line({"record": "public_key", "key_id": latest.key_id, "pem": keys.public_pem(key)})
+            )
+    return "".join(lines)
+
+
+# -- reading -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bundle:
+    header: dict[str, Any]
+    events: list[ChainEvent]
+    checkpoint: SignedCheckpoint | None = None
+    inclusion: dict[str, Any] | None = None
+    public_key_pem: str | None = None
+    problems: list[str] = field(default_factory=list)  # lines that could not be read
+
+    @property
+    def stream_id(self) -> str:
+        return str(self.header["stream_id"])
+
+
+def _event(record: dict[str, Any], number: int) -> ChainEvent:
+    try:
+        return ChainEvent(
+            stream_id=str(record["stream_id"]),
+            version=int(record["version"]),
+            event_id=UUID(record["event_id"]),
+            type=str(record["type"]),
+            schema_version=int(record["schema_version"]),
+            data=record["data"],
+            metadata=record["metadata"],
+            recorded_at=datetime.fromisoformat(record["recorded_at"]),
+            prev_hash=str(record["prev_hash"]),
+            hash=str(record["hash"]),
+            position=int(record["position"]) if record.get("position") is not None else None,
+        )
+    except KeyError as exc:
+        raise ValueError(f"the event lacks the field {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"an event field is malformed ({exc})") from None
+
+
+def read_bundle(raw: bytes) -> Bundle:
+    """Parse a bundle; lines that cannot be read are kept as problems naming their line number (so a
+    changed byte is reported where it is), unless the header itself is unreadable (BundleError)."""
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    records: list[tuple[int, dict[str, Any]]] = []
+    problems: list[str] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = jsoncodec.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            problems.append(f"line {number} is not UTF-8 text (byte {exc.start + 1} of the line)")
+            continue
+        except ValueError as exc:
+            problems.append(f"line {number} is not valid JSON ({exc})")
+            continue
+        if not isinstance(record, dict) or "record" not in record:
+            problems.append(f"line {number} is not a bundle record (no 'record' field)")
+            continue
+        records.append((number, record))
+    if not records or records[0][0] != 1 or records[0][1].get("record") != "header":
+        raise BundleError(
+            "not a planloop audit bundle: the first line must be its header; "
+            "`planloop audit export CYCLE UNIT -o FILE` writes one"
+        )
+    header = records[0][1]
+    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"not a {FORMAT} of version {FORMAT_VERSION} (format {header.get('format')!r}, "
+            f"version {header.get('format_version')!r})"
+        )
+    bundle = Bundle(header, [], problems=problems)
+    for number, record in records[1:]:
+        kind = record.get("record")
+        try:
+            if kind == "event":
+                bundle.events.append(_event(record, number))
+            elif kind == "checkpoint":
+                bundle.checkpoint = SignedCheckpoint.from_document(record.get("document"))
+                bundle.inclusion = record.get("inclusion")
+            elif kind == "public_key":
+                bundle.public_key_pem = str(record.get("pem", ""))
+            else:
+                problems.append(f"line {number} is a record of unknown kind {kind!r}")
+        except (ValueError, CheckpointError) as exc:
+            problems.append(f"line {number}: {exc}")
+    return bundle
+
+
+# -- verification --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BundleReport:
+    """What an offline verification found. ``ok`` is false on any problem; an untrusted key is not a
+    problem in itself (``trusted`` is None when no trusted key was given), but is always reported."""
+
+    stream_id: str
+    events: int
+    chain_break: ChainBreak | None = None
+    problems: list[str] = field(default_factory=list)
+    checkpoint_sequence: int | None = None
+    checkpoint_published_at: str | None = None
+    key_id: str | None = None
+    signature_ok: bool = False
+    trusted: bool | None = None
+    covered_version: int | None = None
+    uncovered_events: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.chain_break is None and not self.problems and self.trusted is not False
+
+    def as_json(self) -> dict[str, Any]:
+        found = self.chain_break
+        return {
+            "ok": self.ok,
+            "stream_id": self.stream_id,
+            "events": self.events,
+            "chain_ok": found is None,
+            "chain_break": None
+            if found is None
+            else {
+                "stream_id": found.stream_id,
+                "version": found.version,
+                "event_id": str(found.event_id) if found.event_id else None,
+                "reason": found.reason,
+            },
+            "problems": self.problems,
+            "checkpoint_sequence": self.checkpoint_sequence,
+            "checkpoint_published_at": self.checkpoint_published_at,
+            "key_id": self.key_id,
+            "signature_ok": self.signature_ok,
+            "trusted": self.trusted,
+            "covered_version": self.covered_version,
+            "uncovered_events": self.uncovered_events,
+        }
+
+
+def trusted_fingerprint(trusted: Ed25519PublicKey | str | None) -> str | None:
+    if trusted is None or isinstance(trusted, str):
+        return trusted
+    return keys.fingerprint(trusted)
+
+
+def verify_bundle(bundle: Bundle, trusted: Ed25519PublicKey | str | None = None) -> BundleReport:
+    """Check every link of the bundle; ``trusted`` is the auditor's key (or its fingerprint)."""
+    report = BundleReport(bundle.stream_id, len(bundle.events), problems=list(bundle.problems))
+    if bundle.header.get("events") != len(bundle.events):
+        report.problems.append(
+            f"the header announces {bundle.header.get('events')} events, "
+            f"the bundle holds {len(bundle.events)}"
+        )
+    report.chain_break = first_break(bundle.stream_id, bundle.events)
+    checkpoint = bundle.checkpoint
+    if checkpoint is None:
+        report.uncovered_events = len(bundle.events)
+        return report
+    report.checkpoint_sequence = checkpoint.sequence
+    report.checkpoint_published_at = str(checkpoint.body.get("published_at"))
+    report.key_id = checkpoint.key_id
+    if not bundle.public_key_pem:
+        report.problems.append("the bundle has a checkpoint but no public key to check its signature")
+    else:
+        try:
+            key = keys.load_public_pem(bundle.public_key_pem)
+            checkpoint.verify(key)
+            report.signature_ok = True
+        except (keys.SigningKeyError, CheckpointError) as exc:
+            report.problems.append(f"checkpoint {checkpoint.sequence}: {exc}")
+    expected = trusted_fingerprint(trusted)
+    if expected is not None:
+        report.trusted = expected == checkpoint.key_id
+        if not report.trusted:
+            report.problems.append(
+                f"the checkpoint is signed by key {checkpoint.key_id}, not by the trusted key {expected}"
+            )
+    _check_inclusion(bundle, checkpoint, report)
+    return report
+
+
+def _check_inclusion(bundle: Bundle, checkpoint: SignedCheckpoint, report: BundleReport) -> None:
+    proof = bundle.inclusion
+    if proof is None:
+        report.uncovered_events = len(bundle.events)
+        return
+    try:
+        head = StreamHead(str(proof["stream_id"]), int(proof["version"]), str(proof["head_hash"]))
+        index, size, path = int(proof["leaf_index"]), int(proof["tree_size"]), list(proof["path"])
+        sequence = int(proof["sequence"])
+    except (KeyError, TypeError, ValueError) as exc:
+        report.problems.append(f"the inclusion proof is malformed ({exc})")
+        return
+    if head.stream_id != bundle.stream_id or sequence != checkpoint.sequence:
+        report.problems.append(
+            f"the inclusion proof is for {head.stream_id} in checkpoint {sequence}, not for "
+            f"{bundle.stream_id} in checkpoint {checkpoint.sequence}"
+        )
+        return
+    if size != checkpoint.body.get("streams") or not verify_inclusion(
+        head, index, size, [str(p) for p in path], checkpoint.root
+    ):
+        report.problems.append(
+            f"the inclusion proof does not lead to checkpoint {checkpoint.sequence}'s root: "
+            f"the plan's head (version {head.version}) is not what the checkpoint committed to"
+        )
+        return
+    at = next((e for e in bundle.events if e.version == head.version), None)
+    if at is None:
+        report.problems.append(
+            f"checkpoint {checkpoint.sequence} covers the plan up to version {head.version}, "
+            f"but the bundle's events end at version {len(bundle.events)}: events were removed"
+        )
+        return
+    if at.hash != head.head_hash:
+        report.problems.append(
+            f"version {head.version} (event {at.event_id}) hashes to {at.hash[:16]}…, but checkpoint "
+            f"{checkpoint.sequence} recorded {head.head_hash[:16]}…: the history up to it was rewritten"
+        )
+        return
+    report.covered_version = head.version
+    report.uncovered_events = sum(1 for e in bundle.events if e.version > head.version)
+
+
+# -- the plan as of a moment ---------------------------------------------------------------------------------
+
+
+def plan_as_of(bundle: Bundle, *, at: datetime | None = None, version: int | None = None) -> PlanState:
+    """The plan folded from the bundle's events recorded up to ``at`` or up to ``version`` (all of them
+    with neither), with the domain's own ``replay``, the code the workflow runs."""
+    if at is not None and at.tzinfo is None:
+        raise BundleError(f"the time {at.isoformat()} has no time zone; add one, e.g. Z or +01:00")
+    chosen = [
+        e
+        for e in bundle.events
+        if (at is None or e.recorded_at <= at) and (version is None or e.version <= version)
+    ]
+    return replay(decode_event(e.type, e.schema_version, e.data) for e in chosen)  # type: ignore[misc]

@@ -1,0 +1,217 @@
+"""Signed checkpoints on a real PostgreSQL: what they commit to, how they chain, when they are (not) signed,
+and the publisher that runs them on a schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import stat
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from eventstore import ANY, EventStore, NewEvent
+from planloop.api.audit_integrity import PUBLISHER_LOCK, publish_on_schedule
+from planloop.audit import keys
+from planloop.audit.checkpoints import CheckpointError, CheckpointRefused, Checkpoints, SignedCheckpoint
+from planloop.audit.keys import SigningKeyError, load_or_create_signing_key
+from planloop.audit.proofs import StreamHead, inclusion_path, merkle_root, verify_inclusion
+
+PLAN = "plan:FY2027:DE"
+OTHER = "plan:FY2027:FR"
+
+
+def event(n: int, actor: str = "de-mgr") -> NewEvent:
+    return NewEvent(uuid.uuid4(), "Noted", {"n": n, "amount": "12.50"}, {"actor": actor})
+
+
+async def append(store: EventStore, stream_id: str, *numbers: int) -> None:
+    await store.append(stream_id, ANY, [event(n) for n in numbers])
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    return tmp_path / "keys" / "audit-key.pem"
+
+
+@pytest.fixture
+def checkpoints(store: EventStore, key_file: Path) -> Checkpoints:
+    return Checkpoints(store, lambda: load_or_create_signing_key(key_file))
+
+
+@pytest.fixture
+async def dba(database_url: str) -> asyncpg.Connection:
+    """A superuser connection: what a database administrator holds."""
+    conn = await asyncpg.connect(database_url)
+    yield conn
+    await conn.close()
+
+
+async def test_a_checkpoint_commits_to_every_head_and_proves_each_plans_inclusion(
+    store: EventStore, checkpoints: Checkpoints, key_file: Path
+) -> None:
+    await append(store, PLAN, 1, 2, 3)
+    await append(store, OTHER, 1)
+    await append(store, "cycle:FY2027", 1, 2)
+    checkpoint, new = await checkpoints.publish()
+    assert new and checkpoint is not None
+    body = checkpoint.body
+    assert (body["sequence"], body["streams"], body["events"], body["previous"]) == (1, 3, 6, "")
+    assert body["key_id"] == keys.fingerprint(checkpoints.public_key)
+    # The key was made on first use, readable by its owner only.
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    checkpoint.verify(checkpoints.public_key)
+    for stream_id in (PLAN, OTHER, "cycle:FY2027"):
+        proof = await checkpoints.inclusion(checkpoint, stream_id)
+        assert proof is not None
+        head = (await store.read_stream(stream_id))[-1]
+        assert (proof.head.version, proof.head.head_hash) == (head.version, head.hash)
+        assert verify_inclusion(proof.head, proof.index, proof.tree_size, proof.path, checkpoint.root)
+        forged = StreamHead(stream_id, proof.head.version, "0" * 64)
+        assert not verify_inclusion(forged, proof.index, proof.tree_size, proof.path, checkpoint.root)
+    assert await checkpoints.inclusion(checkpoint, "plan:FY2027:US") is None
+
+
+async def test_checkpoints_chain_and_are_signed_only_when_the_store_changed(
+    store: EventStore, checkpoints: Checkpoints
+) -> None:
+    assert await checkpoints.publish() == (None, False), "an empty store has nothing to sign"
+    await append(store, PLAN, 1)
+    first, _ = await checkpoints.publish()
+    again, new = await checkpoints.publish()
+    assert not new and again == first
+    await append(store, PLAN, 2)
+    second, new = await checkpoints.publish()
+    assert new and second is not None and first is not None
+    assert (second.sequence, second.body["previous"]) == (2, first.digest)
+    assert [c.sequence for c in await checkpoints.list()] == [2, 1]
+    assert await checkpoints.get(1) == first and await checkpoints.latest() == second
+
+
+async def test_concurrent_publishers_number_checkpoints_one_after_another(
+    store: EventStore, checkpoints: Checkpoints, key_file: Path
+) -> None:
+    other = Checkpoints(store, lambda: load_or_create_signing_key(key_file))
+    for n in range(1, 6):
+        await append(store, PLAN, n)
+        await asyncio.gather(checkpoints.publish(), other.publish())
+    chain = list(reversed(await checkpoints.list()))
+    assert [c.sequence for c in chain] == [1, 2, 3, 4, 5]
+    assert all(b.body["previous"] == a.digest for a, b in itertools.pairwise(chain))
+
+
+async def test_a_changed_field_breaks_the_signature_and_a_changed_digest_is_named() -> None:
+    key = keys.Ed25519PrivateKey.generate()
+    body = {
+        "format": "planloop-checkpoint",
+        "format_version": 1,
+        "sequence": 7,
+        "published_at": "2027-01-01T00:00:00.000000Z",
+        "streams": 2,
+        "events": 9,
+        "root": "ab" * 32,
+        "previous": "",
+        "key_id": keys.fingerprint(key.public_key()),
+    }
+    signed = SignedCheckpoint(body, keys.sign(key, SignedCheckpoint(body, "").message))
+    signed.verify(key.public_key())
+    document = signed.document()
+    document["checkpoint"] = {**body, "events": 8}
+    with pytest.raises(CheckpointError, match=r"digest .* the checkpoint was changed"):
+        SignedCheckpoint.from_document(document)
+    del document["digest"]
+    with pytest.raises(CheckpointError, match="signature of checkpoint 7 does not hold"):
+        SignedCheckpoint.from_document(document).verify(key.public_key())
+    with pytest.raises(CheckpointError, match="names key"):
+        signed.verify(keys.Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(CheckpointError, match="sequence"):
+        SignedCheckpoint.from_document({**document, "checkpoint": {**body, "sequence": "7"}})
+
+
+def test_merkle_inclusion_proofs_hold_for_every_tree_size() -> None:
+    for size in range(1, 34):
+        heads = [StreamHead(f"plan:{i:03}", i + 1, f"{i:064x}") for i in range(size)]
+        root = merkle_root(heads)
+        for i in range(size):
+            path = inclusion_path(heads, i)
+            assert len(path) <= size.bit_length()
+            assert verify_inclusion(heads[i], i, size, path, root)
+            moved = StreamHead(heads[i].stream_id, heads[i].version + 1, heads[i].head_hash)
+            assert not verify_inclusion(moved, i, size, path, root)
+            if size > 1:
+                assert not verify_inclusion(heads[i], (i + 1) % size, size, path, root)
+
+
+async def test_audit_tables_are_append_only(
+    store: EventStore, checkpoints: Checkpoints, dba: asyncpg.Connection
+) -> None:
+    await append(store, PLAN, 1)
+    await checkpoints.publish()
+    for statement in (
+        "UPDATE audit_checkpoints SET events = 0",
+        "DELETE FROM audit_checkpoint_heads",
+        "TRUNCATE audit_keys CASCADE",
+    ):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await dba.execute(statement)
+
+
+async def test_altered_checkpoint_records_refuse_the_next_checkpoint(
+    store: EventStore, checkpoints: Checkpoints, dba: asyncpg.Connection
+) -> None:
+    await append(store, PLAN, 1, 2)
+    await checkpoints.publish()
+    await dba.execute("ALTER TABLE audit_checkpoint_heads DISABLE TRIGGER USER")
+    await dba.execute("UPDATE audit_checkpoint_heads SET version = 1")
+    await append(store, PLAN, 3)
+    with pytest.raises(CheckpointRefused, match="heads stored for checkpoint 1 do not give its signed root"):
+        await checkpoints.publish()
+    assert [c.sequence for c in await checkpoints.list()] == [1]
+
+
+async def test_a_key_readable_by_others_or_not_a_key_is_refused_with_the_fix(tmp_path: Path) -> None:
+    loose = tmp_path / "loose.pem"
+    load_or_create_signing_key(loose)
+    loose.chmod(0o644)
+    with pytest.raises(SigningKeyError, match="chmod 600"):
+        load_or_create_signing_key(loose)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key")
+    junk.chmod(0o600)
+    with pytest.raises(SigningKeyError, match="not an unencrypted PEM private key"):
+        load_or_create_signing_key(junk)
+
+
+async def test_the_publisher_publishes_on_schedule_only_when_the_store_changed(
+    store: EventStore, checkpoints: Checkpoints, database_url: str
+) -> None:
+    await append(store, PLAN, 1)
+    stop = asyncio.Event()
+    publisher = asyncio.create_task(publish_on_schedule(checkpoints, stop, database_url, 0.05))
+    standby = asyncio.create_task(
+        publish_on_schedule(checkpoints, stop, database_url, 0.05, standby_interval=0.05)
+    )
+    try:
+        for expected in (1, 2):
+            for _ in range(200):
+                latest = await checkpoints.latest()
+                if latest is not None and latest.sequence == expected:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError(f"checkpoint {expected} was never published")
+            await asyncio.sleep(0.3)  # several intervals with nothing new to sign
+            assert (await checkpoints.latest()).sequence == expected  # type: ignore[union-attr]
+            await append(store, PLAN, expected + 1)
+        assert not standby.done(), "the second publisher stands by while the first holds the lock"
+        holders = await store.pool.fetchval(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE d.datname = current_database() AND locktype = 'advisory' AND objid = $1 AND granted",
+            PUBLISHER_LOCK & 0xFFFFFFFF,
+        )
+        assert holders == 1
+    finally:
+        stop.set()
+        await asyncio.gather(publisher, standby)
