@@ -496,7 +496,8 @@ class Checkpoints:
         if not heads:
             return []
         rows = await conn.fetch(_EVENTS_AT, *_columns(heads))
-        return [await self._pin(conn, r["stream_id"]) for r in rows if r["now_hash"] != r["head_hash"]]
+        rewritten = dict.fromkeys(r["stream_id"] for r in rows if r["now_hash"] != r["head_hash"])
+        return [await self._pin(conn, stream_id) for stream_id in rewritten]
 
     async def _pin(self, conn: Any, stream_id: str) -> ChainBreak:
         """The first event of a rewritten stream that may differ from what the checkpoints recorded.
@@ -572,6 +573,14 @@ class Checkpoints:
         except CheckpointError as exc:
             report.problems.append(str(exc))
             heads = []
+        # The latest checkpoint too, when it is a later one whose signature and records hold: a stream
+        # appended to after the kept checkpoint and rewritten since is caught by what it recorded.
+        if latest is not None and latest.sequence > kept.sequence:
+            try:
+                await self.verified(latest)
+                heads += [h for h in await self.heads_at(latest) if h not in heads]
+            except CheckpointError as exc:
+                report.problems.append(f"the latest checkpoint: {exc}")
         async with self.store.pool.acquire() as conn:
             report.rewrites = await self._rewritten(conn, heads)
         whole = await self.store.verify_all()
