@@ -7,7 +7,7 @@ from typing import Any, get_args
 from pydantic import BaseModel
 
 from domain.canonical import JsonValue, canonical_json, to_json_safe
-from domain.cycle import CycleEvent
+from domain.cycle import CycleEvent, CycleOpened, pack_hierarchy
 from domain.errors import DomainError, ErrorCode
 from domain.events import Event
 from domain.upcasting import upcast
@@ -40,6 +40,10 @@ def encode_event(event: Event | CycleEvent) -> dict[str, JsonValue]:
     """JSON-safe dict of the event: Decimals as strings, times as ISO-8601 UTC, enums as values."""
     encoded = to_json_safe(event)
     assert isinstance(encoded, dict)
+    if isinstance(event, CycleOpened):
+        # Stored packed (one row per unit, see domain.cycle): the event reaches the store as an activity's
+        # input, and Temporal refuses a payload over 2 MB, which a 10,000-unit hierarchy as objects nears.
+        encoded["hierarchy"] = pack_hierarchy(event.hierarchy)
     return encoded
 
 

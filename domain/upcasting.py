@@ -61,3 +61,13 @@ def _plan_scored_v1(data: Payload) -> Payload:
     data["results"] = quality * effectiveness
     data.setdefault("rationale", "")
     return data
+
+
+@upcaster("CycleOpened", 1)
+def _cycle_opened_v1(data: Payload) -> Payload:
+    """v1 listed every unit's plan with its approval chain (about 820 bytes a unit, past Temporal's payload
+    limit for a cycle of a few thousand units); v2 keeps only the currency they shared, and readers derive
+    the plans and chains from the hierarchy with the same rules the v1 writer used."""
+    plans = data.pop("plans")
+    data["currency"] = plans[0]["currency"] if plans else "EUR"
+    return data

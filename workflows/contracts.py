@@ -141,7 +141,8 @@ class CycleStart(BaseModel):
     """The input of a CycleWorkflow run: a new cycle (its OpenCycle), or one carried over by continue-as-new.
 
     A carried run re-derives the cycle's state from its own (already stored) OpenCycle and CloseCycle with the
-    pure cycle decider instead of carrying the state, so the carried payload holds the hierarchy once.
+    pure cycle decider instead of carrying the state, so the carried payload holds the hierarchy once (packed,
+    see domain.cycle) and one small number per plan: about 1 MB for 10,000 units with real names and e-mails.
     """
 
     open: OpenCycle
@@ -150,6 +151,9 @@ class CycleStart(BaseModel):
     # How many of the cycle's plans (in hierarchy order) have been started, and been sent the cycle's close.
     started: int = 0
     close_sent: int = 0
+    # Each plan's progress code (domain.cycle.progress_code), in hierarchy order; 0: not heard of yet.
+    progress: list[int] = Field(default_factory=list)
+    # Runs carried over before the progress codes carried every plan's figures: read once, never written.
     figures: list[PlanFigures] = Field(default_factory=list)
     processed: list[str] = Field(default_factory=list)  # request ids of answered CloseCycle updates
     # Plans started (and close signals sent) per workflow task: each batch is awaited before the next.

@@ -8,9 +8,11 @@ Workflow id = stream id = ``cycle:{cycle_id}``. The run
    batches: each batch of starts is awaited before the next, so a hierarchy of thousands of units never
    puts thousands of commands into one workflow task. A plan already started (a retried or continued run)
    is skipped;
-3. follows its plans: each plan signals its key figures (``PlanFigures``) when they change; queries answer
-   the cycle's progress and a unit's consolidated numbers (``domain.rollup``), so leadership can review a
-   region or the whole company;
+3. follows its plans: each plan signals its key figures (``PlanFigures``) when they change, and the cycle
+   keeps one progress code per plan (phase, signed off, escalated, overdue; ``domain.cycle.progress_code``)
+   for its ``progress`` query. It keeps no figures: a region's or the company's consolidated numbers come
+   from the plan figures read model (``planloop.readmodels.figures``), which stays small per plan and does
+   not grow the cycle's payloads with the number of units;
 4. closes on the ``CloseCycle`` Update: the cycle records CycleClosed, then tells every plan that is still
    open to close with the cycle's reason (a signal the plan turns into its own ClosePlan), in batches, and
    completes. A closed cycle leaves no plan running: that is what a planning office expects when it closes
@@ -18,7 +20,10 @@ Workflow id = stream id = ``cycle:{cycle_id}``. The run
 
 Plans are children with ParentClosePolicy.ABANDON: they outlive the cycle's runs (continue-as-new) and
 their own life is theirs. The cycle continues as new whenever Temporal suggests it (or a test's lower
-``history_limit`` is reached), carrying its OpenCycle, CloseCycle, counters and the plans' figures.
+``history_limit`` is reached), carrying its OpenCycle, CloseCycle, counters and the plans' progress codes.
+Starting a plan costs the cycle's history about three events (initiated, started, and completed when the
+run that started it ends), so a batch of 100 is some 300 events and the check between batches keeps every
+run near Temporal's suggestion of 4,096 events, far from its 51,200 limit, whatever the number of units.
 """
 
 from __future__ import annotations
@@ -36,20 +41,24 @@ from temporalio.exceptions import (
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from domain import DomainError, OrgHierarchy
-    from domain.commands import ClosePlan, OpenPlan
+    from domain import DomainError
+    from domain.commands import ClosePlan
     from domain.cycle import (
         CloseCycle,
         CycleEvent,
         CycleState,
         OpenCycle,
+        code_phase,
+        cycle_opened,
         decide_cycle,
         evolve_cycle,
-        open_plan_commands,
+        open_plan_command,
+        progress_code,
+        tally,
     )
     from domain.envelope import EventMetadata
-    from domain.rollup import Consolidated, PlanFigures, consolidate_figures
-    from domain.state import Phase
+    from domain.rollup import PlanFigures
+    from domain.state import TERMINAL_PHASES, Phase
     from workflows.clock import calendar_now
     from workflows.contracts import (
         CLOSE_BY_CYCLE_SIGNAL,
@@ -79,7 +88,6 @@ class CycleWorkflow:
         self._version = start.stream_version
         self._started = start.started
         self._close_sent = start.close_sent
-        self._figures: dict[str, PlanFigures] = {f.unit_id: f for f in start.figures}
         self._processed: list[str] = list(start.processed)
         self._children: list[workflow.ChildWorkflowHandle[Any, Any]] = []  # started by this run
         self._lock = asyncio.Lock()
@@ -89,14 +97,22 @@ class CycleWorkflow:
         self._open: OpenCycle = start.open
         if start.stream_version == 0:
             self._open = start.open.model_copy(update={"at": calendar_now(start.pace)})
-        self._opening: list[CycleEvent] = decide_cycle(CycleState(), self._open)
-        self._state = self._fold(CycleState(), self._opening)
+        # A carried run's opening was decided (every unit's chain checked) by the first run: it only folds.
+        if start.stream_version == 0:
+            self._opening: list[CycleEvent] = decide_cycle(CycleState(), self._open)
+            self._state = self._fold(CycleState(), self._opening)
+        else:
+            self._opening = []
+            self._state = self._fold(CycleState(), [cycle_opened(self._open)])
         self._close: CloseCycle | None = start.close
         if start.close is not None:
             self._state = self._fold(self._state, decide_cycle(self._state, start.close))
-        if start.stream_version > 0:
-            self._opening = []
-        self._plans: list[OpenPlan] = open_plan_commands(self._state, self._open.actor, self._open.at)
+        # The plans in hierarchy order; each one's OpenPlan is built when its batch starts.
+        self._units: list[str] = [p.unit_id for p in self._state.plans]
+        self._position = {unit: i for i, unit in enumerate(self._units)}
+        self._progress: list[int] = list(start.progress) or [0] * len(self._units)
+        for figures in start.figures:  # carried by a run from before the progress codes
+            self._heard(figures)
 
     # -- the run ----------------------------------------------------------------------------------------
 
@@ -114,10 +130,10 @@ class CycleWorkflow:
                 await self._append(self._opening, metadata)
                 self._opening = []
         # Start the plans, a batch at a time; a close stops the starting (nothing left to plan for).
-        while self._started < len(self._plans) and not self._state.closed:
+        while self._started < len(self._units) and not self._state.closed:
             await self._continue_as_new_if_due()
-            batch = self._plans[self._started : self._started + start.batch_size]
-            await asyncio.gather(*(self._start_plan(c) for c in batch))
+            batch = self._units[self._started : self._started + start.batch_size]
+            await asyncio.gather(*(self._start_plan(u) for u in batch))
             self._started += len(batch)
         # Follow the plans until the cycle is closed.
         while not self._state.closed:
@@ -128,8 +144,8 @@ class CycleWorkflow:
         assert self._close is not None
         while self._close_sent < self._started:
             await self._continue_as_new_if_due()
-            batch = self._plans[self._close_sent : min(self._started, self._close_sent + start.batch_size)]
-            await asyncio.gather(*(self._tell_to_close(c.unit_id, self._close) for c in batch))
+            batch = self._units[self._close_sent : min(self._started, self._close_sent + start.batch_size)]
+            await asyncio.gather(*(self._tell_to_close(u, self._close) for u in batch))
             self._close_sent += len(batch)
         # The plans this run started are still its children: see them end before the run does, so no
         # run ends while it tracks children that are closing.
@@ -138,7 +154,7 @@ class CycleWorkflow:
         return CycleOutcome(
             cycle_id=self._cycle_id,
             stream_version=self._version,
-            plans=len(self._plans),
+            plans=len(self._units),
             close_sent=self._close_sent,
         )
 
@@ -170,13 +186,15 @@ class CycleWorkflow:
                     "stream_version": self._version,
                     "started": self._started,
                     "close_sent": self._close_sent,
-                    "figures": list(self._figures.values()),
+                    "progress": self._progress,
+                    "figures": [],
                     "processed": self._processed[-REMEMBERED_REQUESTS:],
                 }
             )
         )
 
-    async def _start_plan(self, command: OpenPlan) -> None:
+    async def _start_plan(self, unit_id: str) -> None:
+        command = open_plan_command(self._state, unit_id, self._open.actor, self._open.at)
         pid = plan_id(command.cycle_id, command.unit_id)
         try:
             child = await workflow.start_child_workflow(
@@ -193,11 +211,12 @@ class CycleWorkflow:
             # Started by an earlier run of this cycle (or ended since): it reports its own figures.
             return
         self._children.append(child)
-        self._figures.setdefault(command.unit_id, _opened_figures(command))
+        position = self._position[unit_id]
+        if not self._progress[position]:  # opened, nothing drafted, until the plan reports
+            self._progress[position] = progress_code(PlanFigures(unit_id=unit_id, phase=Phase.DRAFTING))
 
     async def _tell_to_close(self, unit_id: str, close: CloseCycle) -> None:
-        figures = self._figures.get(unit_id)
-        if figures is not None and not figures.is_open:
+        if code_phase(self._progress[self._position[unit_id]]) in TERMINAL_PHASES:
             return
         order = ClosePlan(
             actor=close.actor,
@@ -266,47 +285,31 @@ class CycleWorkflow:
 
     @workflow.signal(name=PLAN_PROGRESS_SIGNAL)
     def plan_progress(self, figures: PlanFigures) -> None:
-        known = self._figures.get(figures.unit_id)
-        # A plan sends its figures in order, but keep the newest should a stale one ever arrive late.
-        if known is None or (known.iteration, known.version) <= (figures.iteration, figures.version):
-            self._figures[figures.unit_id] = figures
+        # A plan awaits each signal before it sends the next, so its figures arrive in the order it sent them.
+        self._heard(figures)
+
+    def _heard(self, figures: PlanFigures) -> None:
+        position = self._position.get(figures.unit_id)
+        if position is None:
+            workflow.logger.warning("progress of a unit not in the cycle", extra={"unit_id": figures.unit_id})
+            return
+        self._progress[position] = progress_code(figures)
 
     @workflow.query(name="progress")
     def progress(self) -> CycleProgress:
-        overall = consolidate_figures(self._root, self._hierarchy, self._figures)
+        counted = tally(self._progress)
         return CycleProgress(
             cycle_id=self._cycle_id,
-            plans=len(self._plans),
+            plans=len(self._units),
             started=self._started,
-            phases=overall.phases,
-            signed_off=overall.signed_off,
-            escalated=overall.escalated,
-            overdue=overall.overdue,
+            phases=counted.phases,
+            signed_off=counted.signed_off,
+            escalated=counted.escalated,
+            overdue=counted.overdue,
             closed=self._state.closed,
             close_sent=self._close_sent,
             stream_version=self._version,
         )
-
-    @workflow.query(name="rollup")
-    def rollup(self, unit_id: str | None = None) -> Consolidated:
-        """A unit's consolidated numbers (its own plan and all below it); the whole company without a unit."""
-        try:
-            return consolidate_figures(unit_id or self._root, self._hierarchy, self._figures)
-        except DomainError as err:
-            raise refused(err) from None
-
-    @workflow.query(name="plan_figures")
-    def plan_figures(self, unit_id: str) -> PlanFigures | None:
-        return self._figures.get(unit_id)
-
-    @property
-    def _hierarchy(self) -> OrgHierarchy:
-        assert self._state.hierarchy is not None
-        return self._state.hierarchy
-
-    @property
-    def _root(self) -> str:
-        return next(u.unit_id for u in self._hierarchy.units if u.parent_id is None)
 
     # -- the cycle's own stream -----------------------------------------------------------------------------
 
@@ -320,8 +323,3 @@ class CycleWorkflow:
         self._version = await append_events(
             self._stream_id, self._version, events, metadata, "the cycle's history"
         )
-
-
-def _opened_figures(command: OpenPlan) -> PlanFigures:
-    """What the cycle knows of a plan it has just started, until the plan reports: opened, nothing drafted."""
-    return PlanFigures(unit_id=command.unit_id, phase=Phase.DRAFTING, iteration=1, currency=command.currency)

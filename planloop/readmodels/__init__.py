@@ -3,6 +3,7 @@
     plan_list       one row per plan: phase, revisions, current gate, pending approvers, overdue flags
     approval_inbox  who can decide what, now: "waiting on me" in one query
     tracking        per plan, measure and month: target, actual, status
+    plan_figures    per plan, its key figures: what a cycle's roll-up up the hierarchy adds
 
 Each is rebuildable from scratch (``rebuild``); ``Projector`` keeps them current.
 """

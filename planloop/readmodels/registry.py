@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from eventstore import EventStore
+from planloop.readmodels.figures import PlanFiguresProjection
 from planloop.readmodels.plans import ApprovalInboxProjection, PlanListProjection
 from planloop.readmodels.projector import Projection, ProjectionStatus, catch_up, reset, status
 from planloop.readmodels.tracking_projection import TrackingProjection
@@ -12,7 +13,7 @@ from planloop.readmodels.tracking_projection import TrackingProjection
 
 def all_projections() -> list[Projection]:
     """A fresh instance of every read model, in the order they are caught up."""
-    return [PlanListProjection(), ApprovalInboxProjection(), TrackingProjection()]
+    return [PlanListProjection(), ApprovalInboxProjection(), TrackingProjection(), PlanFiguresProjection()]
 
 
 def projections(names: Sequence[str] | None = None) -> list[Projection]:

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
-from domain import DomainError, GateMode, OrgHierarchy, OrgLevel, OrgUnit, Phase, decide, replay
+from domain import DomainError, GateMode, OrgHierarchy, OrgLevel, OrgUnit, Phase, decide, decode_event, replay
+from domain.canonical import to_json_safe
+from domain.codec import encode_event
 from domain.cycle import (
     CloseCycle,
     CycleCommandAdapter,
+    CycleOpened,
     CycleState,
     OpenCycle,
     decide_cycle,
     evolve_cycle,
+    open_plan_command,
     open_plan_commands,
+    pack_hierarchy,
+    progress_code,
     replay_cycle,
+    tally,
+    unpack_hierarchy,
 )
-from domain.rollup import rollup
+from domain.rollup import PlanFigures, rollup
 from tests.domain.factory import T0, Harness, calendar, content, drafted
 
 G, R, C, B = OrgLevel.GLOBAL, OrgLevel.REGION, OrgLevel.COUNTRY, OrgLevel.BUSINESS_UNIT
@@ -214,3 +223,106 @@ def test_regression_a_cycle_refuses_a_unit_whose_plan_could_never_open() -> None
         )
     assert caught.value.code == "invalid_chain"
     assert "unit 'EU'" in caught.value.message and "fix the unit's approval chain" in caught.value.message
+
+
+def v1_cycle_opened(org: OrgHierarchy, currency: str = "EUR") -> dict[str, object]:
+    """A CycleOpened as v1 code stored it: every unit's plan listed with its approval chain."""
+    plans = [
+        {
+            "unit_id": u.unit_id,
+            "level": u.level.value,
+            "parent_id": u.parent_id,
+            "authors": [u.head],
+            "currency": currency,
+            "approval_chain": to_json_safe(org.approval_chain(u.unit_id, calendar())),
+        }
+        for u in org.units_below_global()
+    ]
+    return {
+        "type": "CycleOpened",
+        "schema_version": 1,
+        "actor": "crm",
+        "at": "2026-10-01T09:00:00Z",
+        "on_behalf_of": None,
+        "calendar": to_json_safe(calendar()),
+        "hierarchy": to_json_safe(org),
+        "plans": plans,
+    }
+
+
+def test_a_v1_cycle_opened_is_upcast_on_read_and_its_chains_are_what_the_hierarchy_derives() -> None:
+    stored = v1_cycle_opened(hierarchy(), currency="GBP")
+    pristine = copy.deepcopy(stored)
+    event = decode_event("CycleOpened", 1, stored)
+    assert isinstance(event, CycleOpened) and event.schema_version == 2 and event.currency == "GBP"
+    assert stored == pristine  # read, never rewritten
+    state = replay_cycle([event])
+    assert [p.unit_id for p in state.plans] == ["EU", "DE", "FR", "DE-AUTO"]
+    assert {p.currency for p in state.plans} == {"GBP"}
+    # Each plan the cycle opens gets exactly the chain v1 recorded for it.
+    recorded = {p["unit_id"]: p["approval_chain"] for p in stored["plans"]}  # type: ignore[attr-defined]
+    for command in open_plan_commands(state, "system:cycle", T0):
+        assert to_json_safe(command.approval_chain) == recorded[command.unit_id]
+        assert command.currency == "GBP"
+    # A v1 cycle without any unit below global had no currency to keep: the default.
+    only_global = OrgHierarchy(units=hierarchy().units[:1])
+    assert decode_event("CycleOpened", 1, v1_cycle_opened(only_global)).currency == "EUR"  # type: ignore[union-attr]
+
+
+def test_cycle_opened_v2_lists_no_plans_and_round_trips() -> None:
+    opened = decide_cycle(
+        CycleState(),
+        OpenCycle(actor="crm", at=T0, calendar=calendar(), hierarchy=hierarchy(), currency="CHF"),
+    )[0]
+    encoded = encode_event(opened)
+    assert encoded["schema_version"] == 2 and "plans" not in encoded and encoded["currency"] == "CHF"
+    assert decode_event("CycleOpened", 2, encoded) == opened
+    # Stored packed too: the event reaches the store as an activity's input, within Temporal's limits.
+    assert encoded["hierarchy"] == pack_hierarchy(hierarchy())
+
+
+def test_the_packed_hierarchy_reads_back_equal_and_leaves_out_trailing_defaults() -> None:
+    org = hierarchy()
+    packed = pack_hierarchy(org)
+    rows = packed["rows"]
+    assert isinstance(rows, list)
+    assert rows[3] == ["DE-AUTO", "Automation", "business_unit", "DE", "bu-head"]  # defaults left out
+    assert rows[1][-1] == "eu-president-deputy"  # type: ignore[index]
+    assert OrgHierarchy.model_validate(unpack_hierarchy(packed)) == org
+    assert unpack_hierarchy(org) is org  # anything else is left to pydantic
+    command = OpenCycle(actor="crm", at=T0, calendar=calendar(), hierarchy=org)
+    assert '"rows"' in command.model_dump_json()
+    assert OpenCycle.model_validate_json(command.model_dump_json()) == command
+    assert OpenCycle.model_validate(command.model_dump(mode="python")) == command
+
+
+def test_a_plan_outside_the_cycle_has_no_open_plan_command() -> None:
+    state = replay_cycle(
+        decide_cycle(CycleState(), OpenCycle(actor="crm", at=T0, calendar=calendar(), hierarchy=hierarchy()))
+    )
+    with pytest.raises(DomainError) as global_unit:
+        open_plan_command(state, "HQ", "system:cycle", T0)
+    assert global_unit.value.code == "invalid_org" and "below global" in global_unit.value.message
+    with pytest.raises(DomainError) as unknown:
+        open_plan_command(state, "XX", "system:cycle", T0)
+    assert unknown.value.code == "invalid_org"
+    with pytest.raises(DomainError) as not_open:
+        open_plan_command(CycleState(), "DE", "system:cycle", T0)
+    assert not_open.value.code == "cycle_not_opened"
+
+
+def test_progress_codes_count_phases_and_flags() -> None:
+    codes = [
+        0,  # not heard of yet: not counted
+        progress_code(PlanFigures(unit_id="A")),  # no phase yet: not counted either
+        progress_code(PlanFigures(unit_id="B", phase=Phase.DRAFTING)),
+        progress_code(PlanFigures(unit_id="C", phase=Phase.IN_REVIEW, escalated=True)),
+        progress_code(
+            PlanFigures(unit_id="D", phase=Phase.EXECUTING, signed_off_revision=2, overdue_months=1)
+        ),
+        progress_code(PlanFigures(unit_id="E", phase=Phase.CLOSED, signed_off_revision=1)),
+    ]
+    assert codes[1] == 0
+    counted = tally(codes)
+    assert counted.phases == {"closed": 1, "drafting": 1, "executing": 1, "in_review": 1}
+    assert (counted.signed_off, counted.escalated, counted.overdue) == (2, 1, 1)

@@ -22,6 +22,7 @@ async def table_rows(store: EventStore) -> dict[str, list[dict]]:
         "plan_list": "SELECT * FROM plan_list ORDER BY stream_id",
         "approval_inbox": "SELECT * FROM approval_inbox ORDER BY approver, stream_id, seat, valid_from",
         "plan_tracking": "SELECT * FROM plan_tracking ORDER BY stream_id, measure, month",
+        "plan_figures": "SELECT * FROM plan_figures ORDER BY stream_id",
         "states": "SELECT projection, stream_id, version, state FROM projection_plan_states ORDER BY 1, 2",
     }
     return {name: [dict(r) for r in await store.pool.fetch(sql)] for name, sql in queries.items()}
@@ -120,6 +121,7 @@ async def test_a_rebuild_from_scratch_gives_identical_rows(store: EventStore) ->
             "plan_list": w.written + other.written,
             "approval_inbox": w.written + other.written,
             "tracking": applied["tracking"],
+            "plan_figures": w.written + other.written,
         }
         and applied["tracking"] > 0
     )

@@ -1,5 +1,6 @@
-"""CycleWorkflow: plans started in batches (and once only, across continue-as-new), the close of a cycle
-closing its open plans, refusals that leave no trace, plans that outlive a missing cycle."""
+"""CycleWorkflow: plans started in batches (and once only, across continue-as-new), the roll-up of their
+figures, the close of a cycle closing its open plans, refusals that leave no trace, plans that outlive a
+missing cycle."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle, WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from domain import GateMode, OrgHierarchy, OrgLevel, OrgUnit, Phase, PlanState
+from domain import GateMode, OrgHierarchy, OrgLevel, OrgUnit, Phase, PlanState, decode_event, replay
 from domain import commands as cmd
 from domain.cycle import CloseCycle, OpenCycle
-from domain.rollup import Consolidated
+from domain.rollup import consolidate_figures, rollup
 from eventstore import EventStore
+from planloop.readmodels import catch_up
+from planloop.readmodels.figures import PlanFiguresProjection, cycle_figures
 from tests.domain import factory as f
 from tests.workflows.scenario import AUTHORS, UNITS, YearScenario, content
 from workflows import CycleWorkflow, PlanWorkflow, cycle_workflow_id, plan_id
@@ -138,14 +141,54 @@ async def test_a_cycle_starts_hundreds_of_plans_in_batches_once_across_continue_
         await asyncio.sleep(0.05)
     assert set(versions) == {1}
     assert [e.type for e in await store.read_stream(cycle_workflow_id(cycle))] == ["CycleOpened"]
-    region = await handle.query(CycleWorkflow.rollup, "R01", result_type=Consolidated)
-    assert region.phases == {"drafting": 75} and region.plans == ()  # nothing drafted yet
+
+    # Some plans draft: the roll-up (the plan figures read model, as the API serves it) consolidates them
+    # up their region and the company, exactly as the stored plan streams do.
+    drafting = [u for u in plans if u.startswith(("R01-C00", "R02-C01"))] + ["R01"]
+    for i, unit in enumerate(drafting):
+        draft = cmd.ReviseStrategy(
+            actor=org.unit(unit).head or "", at=f.T0, content=f.content(scale=(i + 1) * 100), reason="draft"
+        )
+        await env.client.get_workflow_handle(plan_id(cycle, unit)).execute_update(
+            draft.type, PlanCommand(command=draft), result_type=CommandResult
+        )
+    await catch_up(store, PlanFiguresProjection())
+    figures = await cycle_figures(store.pool, cycle)
+    assert len(figures) == 300
+    stored = {}
+    for unit in plans:
+        events = await store.read_stream(plan_id(cycle, unit))
+        stored[unit] = replay(decode_event(e.type, e.schema_version, e.data) for e in events)  # type: ignore[misc]
+    expected = rollup(org, stored)
+    for unit in ("HQ", "R01", "R02", "R03", drafting[0]):
+        assert consolidate_figures(unit, org, figures) == expected[unit], unit
+    region = expected["R01"]
+    scales = {unit: (i + 1) * 100 for i, unit in enumerate(drafting)}
+    in_r01 = ["R01", *(f"R01-C{c:03d}" for c in range(10))]
+    assert region.phases == {"drafting": 75} and region.plans == tuple(in_r01)
+    assert region.forecast == {"EUR": sum(f.content(scale=scales[u]).forecast_total() for u in in_r01)}
 
     # Closing the cycle closes every plan, in batches too; the cycle then completes.
     closed = await close(handle, "the fiscal year is over")
     assert closed.events == ["CycleClosed"] and closed.closed
     outcome = await handle.result()
     assert (outcome.plans, outcome.close_sent) == (300, 300)
+    # Across all the cycle's runs, each plan was started exactly once, and no run's history grew long.
+    starts: list[str] = []
+    lengths: list[int] = []
+    run_id: str | None = first_run
+    while run_id:
+        history = await env.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        lengths.append(len(history.events))
+        starts += [
+            e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+        ]
+        last = history.events[-1]
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id or None
+    assert sorted(starts) == sorted(plan_id(cycle, u) for u in plans)
+    assert len(lengths) > 2 and max(lengths) < 150 + 4 * 40, lengths  # the limit plus one batch's events
     # Wait for every plan to finish closing: a plan left with a pending task on this test's task queue
     # would hold the session's time-skipping server still for every later test.
     handles = [env.client.get_workflow_handle(plan_id(cycle, u)) for u in plans]
@@ -179,8 +222,6 @@ async def test_closing_a_cycle_closes_its_open_plans_and_refusals_leave_no_trace
     # The validator refused it: no update accepted, nothing appended (plans' signals may have come in).
     added = (await handle.fetch_history()).events[history_before:]
     assert not {k for k in (EventType.Name(e.event_type) for e in added) if "UPDATE" in k or "ACTIVITY" in k}
-    with pytest.raises(WorkflowQueryFailedError):
-        await handle.query(CycleWorkflow.rollup, "XX", result_type=Consolidated)
 
     first = await close(handle, "FY closed by the planning office", request_id="close-1")
     assert first.events == ["CycleClosed"] and first.stream_version == 2

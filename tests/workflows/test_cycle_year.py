@@ -1,6 +1,6 @@
 """A whole fiscal year of a small organisation on the time-skipping server, from cycle open to refine
-(tests/workflows/scenario.py tells the story): the stored streams, the workflows' states and the cycle's
-rollup must all agree."""
+(tests/workflows/scenario.py tells the story): the stored streams, the workflows' states, the cycle's
+progress and the rollup (from the plan figures read model, as the API serves it) must all agree."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain import Phase, PlanState, decode_event, replay
-from domain.cycle import CloseCycle
-from domain.rollup import Consolidated, PlanFigures, consolidate_figures, plan_figures, rollup
+from domain.cycle import CloseCycle, progress_code, tally
+from domain.rollup import Consolidated, consolidate_figures, plan_figures, rollup
 from domain.strategy import RevisionSource
 from eventstore import EventStore, RecordedEvent
+from planloop.readmodels import catch_up
+from planloop.readmodels.figures import PlanFiguresProjection, cycle_figures
 from tests.workflows.scenario import (
     AMERICAS_FALLBACK,
     ESCALATED,
@@ -44,21 +46,21 @@ async def stored_state(store: EventStore, stream_id: str) -> PlanState:
     return replay(decode_event(e.type, e.schema_version, e.data) for e in events)  # type: ignore[misc]
 
 
-async def rollup_of(year: YearScenario, unit_id: str) -> Consolidated:
-    return await year.cycle().query(CycleWorkflow.rollup, unit_id, result_type=Consolidated)
-
-
 async def cycle_caught_up(year: YearScenario) -> None:
-    """Plans report to their cycle by signal, after the fact: wait until the cycle has each plan's latest."""
+    """Plans report to their cycle by signal, after the fact: wait until the cycle's progress counts each
+    plan's latest phase and flags."""
 
     async def caught_up() -> bool:
-        for unit in UNITS:
-            held = await year.cycle().query(CycleWorkflow.plan_figures, unit, result_type=PlanFigures | None)
-            if held != plan_figures(await year.state(unit)):
-                return False
-        return True
+        expected = tally([progress_code(plan_figures(await year.state(u))) for u in UNITS])
+        progress = await year.progress()
+        return (progress.phases, progress.signed_off, progress.escalated, progress.overdue) == (
+            expected.phases,
+            expected.signed_off,
+            expected.escalated,
+            expected.overdue,
+        )
 
-    await year.settled(caught_up, "the cycle to hear of every plan's figures")
+    await year.settled(caught_up, "the cycle to hear of every plan's progress")
 
 
 def assert_sum_of(total: Consolidated, parts: list[Consolidated]) -> None:
@@ -78,9 +80,13 @@ def assert_sum_of(total: Consolidated, parts: list[Consolidated]) -> None:
 
 async def assert_rollup_adds_up(year: YearScenario, store: EventStore) -> dict[str, Consolidated]:
     await cycle_caught_up(year)
-    units = {u: await rollup_of(year, u) for u in (*UNITS, "HQ")}
-    # What the cycle consolidated from its plans' signals is what the stored plan streams consolidate to.
     stored = {u: await stored_state(store, year.plan(u).id) for u in UNITS}
+    # The roll-up as the API serves it: the plan figures read model, caught up, consolidated.
+    await catch_up(store, PlanFiguresProjection())
+    figures = await cycle_figures(store.pool, year.cycle_id)
+    assert {u: f.version for u, f in figures.items()} == {u: s.version for u, s in stored.items()}
+    units = {u: consolidate_figures(u, hierarchy(), figures) for u in (*UNITS, "HQ")}
+    # What the read model consolidates is what the stored plan streams consolidate to.
     assert units == {u: c for u, c in rollup(hierarchy(), stored).items() if u in units}
     for region, countries in REGIONS.items():
         # A region's consolidated numbers are its own plan (its key accounts) plus its countries' plans.
