@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from .api.cli_client import user_errors  # one error decorator for every command group
 from .errors import PlanloopError
 from .settings import Settings, load_settings
 
@@ -30,7 +29,6 @@ app = typer.Typer(
 )
 
 out = Console()
-err = Console(stderr=True)
 
 DataDirOption = Annotated[
     Path | None,
@@ -40,22 +38,6 @@ DataDirOption = Annotated[
         show_default=False,
     ),
 ]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(command: F) -> F:
-    """Report a PlanloopError as one line on stderr and exit 1, without a traceback."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except PlanloopError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
@@ -231,6 +213,7 @@ def migrate() -> None:
 
 from .api.actuals_cli import actuals_app  # noqa: E402
 from .api.cli import cycle_app, plan_app, token_app  # noqa: E402  (the groups attach after the core commands)
+from .api.cli_commands import attach as attach_api_commands  # noqa: E402
 from .readmodels.cli import app as readmodels_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
@@ -238,6 +221,7 @@ app.add_typer(cycle_app, name="cycle")
 app.add_typer(plan_app, name="plan")
 app.add_typer(actuals_app, name="actuals")
 app.add_typer(readmodels_app, name="readmodels")
+attach_api_commands(app)  # inbox, tracking, events, webhook, inbound, schedule; more of cycle and plan
 
 
 @app.command()

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=10, ge=1, description="Maximum number of pooled database connections.")
     api_host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on.")
     api_port: int = Field(default=8360, ge=1, le=65535, description="Port of the HTTP API.")
+    webhook_private_targets: bool = Field(
+        default=False,
+        description="Allow webhook subscriptions to loopback, private and link-local addresses (receivers "
+        "inside your network, tests); off, such targets are refused, also when a name resolves to one.",
+    )
     postgres_port: int = Field(
         default=54329, ge=1, le=65535, description="Port of the embedded PostgreSQL (on 127.0.0.1)."
     )

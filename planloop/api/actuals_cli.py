@@ -23,7 +23,7 @@ from rich.table import Table
 
 from planloop.errors import PlanloopError
 
-from .cli import ApiUrlOption, JsonOption, TokenOption, _client, err, out, user_errors
+from .cli_client import ApiUrlOption, JsonOption, TokenOption, api_client, err, out, user_errors
 
 actuals_app = typer.Typer(help="Monthly actuals: bulk import through the HTTP API.", no_args_is_help=True)
 
@@ -124,7 +124,7 @@ def import_actuals(
         }
     ]
     with (
-        _client(api_url, token) as client,
+        api_client(api_url, token) as client,
         Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

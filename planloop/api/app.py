@@ -55,7 +55,9 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with background_work(store, settings.database_url) as work:
+        async with background_work(
+            store, settings.database_url, private_targets=settings.webhook_private_targets
+        ) as work:
             app.state.feed_notifier = work.notifier
             yield
 

@@ -26,6 +26,7 @@ import httpx
 
 from eventstore import EventStore
 from planloop.integration import FeedNotifier, WebhookDispatcher, WebhookSender
+from planloop.integration.webhooks import resolved_target_refusal
 from planloop.logging import get_logger
 from planloop.readmodels import Projection, Projector, all_projections
 
@@ -115,8 +116,11 @@ async def keep_running(
 
 
 @contextlib.asynccontextmanager
-async def background_work(store: EventStore, database_url: str | None) -> AsyncIterator[BackgroundWork]:
-    """Start the notifier, the projector and the webhook sender; stop them on exit."""
+async def background_work(
+    store: EventStore, database_url: str | None, *, private_targets: bool = False
+) -> AsyncIterator[BackgroundWork]:
+    """Start the notifier, the projector and the webhook sender; stop them on exit. Unless
+    ``private_targets``, the sender refuses webhook targets that resolve to non-public addresses."""
     stop = asyncio.Event()
     work = BackgroundWork()
     if database_url:
@@ -124,7 +128,8 @@ async def background_work(store: EventStore, database_url: str | None) -> AsyncI
     else:
         log.warning("no database URL: long polls of GET /events poll instead of waking on NOTIFY")
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
-        sender = WebhookSender(store.pool, http)
+        guard = None if private_targets else resolved_target_refusal
+        sender = WebhookSender(store.pool, http, target_guard=guard)
         work.tasks = [
             asyncio.create_task(
                 keep_running(

@@ -7,37 +7,28 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from planloop.errors import PlanloopError
 from planloop.settings import Settings, load_settings
 
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(command: F) -> F:
-    """A PlanloopError is one line on stderr and exit code 1, as in planloop.cli (which imports this)."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except PlanloopError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
+from .cli_client import (
+    ApiUrlOption,
+    IdempotencyOption,
+    JsonOption,
+    TokenOption,
+    api_client,
+    call,
+    idempotency,
+    out,
+    print_json,
+    short_time,
+    user_errors,
+)
 
 token_app = typer.Typer(
     help="API tokens: create and revoke (directly in the database).", no_args_is_help=True
@@ -46,24 +37,6 @@ cycle_app = typer.Typer(help="Planning cycles, through the HTTP API.", no_args_i
 plan_app = typer.Typer(
     help="Plans: show them and send them commands, through the HTTP API.", no_args_is_help=True
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON, for scripts.")]
-ApiUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--api-url",
-        envvar="PLANLOOP_API_URL",
-        help="The API's base URL [default: http://PLANLOOP_API_HOST:PLANLOOP_API_PORT].",
-        show_default=False,
-    ),
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token", envvar="PLANLOOP_TOKEN", help="API token (`planloop token create`).", show_default=False
-    ),
-]
-
 
 # -- tokens ------------------------------------------------------------------------------------------------
 
@@ -173,35 +146,11 @@ def revoke_token_command(
 # -- the API's client --------------------------------------------------------------------------------------
 
 
-def _client(api_url: str | None, token: str | None) -> httpx.Client:
-    if not token:
-        raise PlanloopError("no API token: pass --token or set PLANLOOP_TOKEN (`planloop token create`)")
-    if not api_url:
-        settings = load_settings()
-        api_url = f"http://{settings.api_host}:{settings.api_port}"
-    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-
-
-def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        answer = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise PlanloopError(
-            f"cannot reach the API at {client.base_url} ({exc}); is `planloop up` running?"
-        ) from None
-    body = answer.json() if answer.headers.get("content-type", "").startswith("application/json") else {}
-    if answer.status_code >= 400:
-        code = body.get("code", answer.status_code) if isinstance(body, dict) else answer.status_code
-        message = body.get("message", answer.text) if isinstance(body, dict) else answer.text
-        raise PlanloopError(f"{code}: {message}")
-    return body
-
-
 @cycle_app.command("open")
 @user_errors
 def open_cycle(
     file: Annotated[Path, typer.Argument(help="The cycle as YAML or JSON: calendar, hierarchy, currency.")],
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Safe to retry.")] = None,
+    idempotency_key: IdempotencyOption = None,
     api_url: ApiUrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -211,11 +160,11 @@ def open_cycle(
         raw = file.read_bytes()
     except OSError as exc:
         raise PlanloopError(f"cannot read {file} ({exc.strerror})") from None
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    with _client(api_url, token) as client:
-        opened = _call(client, "POST", "/cycles/upload", files={"file": (file.name, raw)}, headers=headers)
+    headers = idempotency(idempotency_key)
+    with api_client(api_url, token) as client:
+        opened = call(client, "POST", "/cycles/upload", files={"file": (file.name, raw)}, headers=headers)
     if as_json:
-        sys.stdout.write(json.dumps(opened) + "\n")
+        print_json(opened)
         return
     out.print(
         f"opened cycle [bold]{opened['cycle_id']}[/] with {len(opened['plans'])} plans: "
@@ -233,11 +182,11 @@ def show_plan(
     as_json: JsonOption = False,
 ) -> None:
     """Show a plan: its phase, current revision, gate and revisions."""
-    with _client(api_url, token) as client:
-        plan = _call(client, "GET", f"/cycles/{cycle_id}/plans/{unit_id}")
-        revisions = _call(client, "GET", f"/cycles/{cycle_id}/plans/{unit_id}/revisions")
+    with api_client(api_url, token) as client:
+        plan = call(client, "GET", f"/cycles/{cycle_id}/plans/{unit_id}")
+        revisions = call(client, "GET", f"/cycles/{cycle_id}/plans/{unit_id}/revisions")
     if as_json:
-        sys.stdout.write(json.dumps({**plan, "revisions": revisions}) + "\n")
+        print_json({**plan, "revisions": revisions})
         return
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -258,7 +207,7 @@ def show_plan(
             str(r["number"]),
             str(r["iteration"]),
             r["author"],
-            r["at"][:16],
+            short_time(r["at"]),
             r["source"],
             r["reason"],
             ", ".join(r["changed_fields"]),
@@ -276,7 +225,7 @@ def send_command(
     file: Annotated[
         Path | None, typer.Option("--file", help="The command's fields from a JSON file.")
     ] = None,
-    idempotency_key: Annotated[str | None, typer.Option("--idempotency-key", help="Safe to retry.")] = None,
+    idempotency_key: IdempotencyOption = None,
     api_url: ApiUrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -286,9 +235,9 @@ def send_command(
         fields = json.loads(file.read_text() if file else (data or "{}"))
     except (OSError, ValueError) as exc:
         raise PlanloopError(f"the command's fields are not readable JSON ({exc})") from None
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-    with _client(api_url, token) as client:
-        result = _call(
+    headers = idempotency(idempotency_key)
+    with api_client(api_url, token) as client:
+        result = call(
             client,
             "POST",
             f"/cycles/{cycle_id}/plans/{unit_id}/commands/{command}",
@@ -296,7 +245,7 @@ def send_command(
             headers=headers,
         )
     if as_json:
-        sys.stdout.write(json.dumps(result) + "\n")
+        print_json(result)
         return
     out.print(
         f"{result['command']}: {', '.join(result['events']) or 'nothing changed'} "

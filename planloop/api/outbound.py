@@ -8,20 +8,24 @@ enqueued by the webhook dispatcher and sent by the webhook sender, both in the A
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints, field_validator
 
 from domain.cycle import CycleClosed, CycleOpened
 from planloop.integration import (
+    DeliveryRecord,
     WebhookSubscription,
     create_subscription,
+    delete_subscription,
     events_router,
+    list_deliveries,
     list_subscriptions,
     set_subscription_active,
 )
+from planloop.integration.webhooks import target_refusal
 from planloop.readmodels.plans import PLAN_EVENT_TYPES
 
 from .auth import Principal, Role, authenticated
@@ -122,6 +126,11 @@ async def subscribe(
     signed (``X-Planloop-Signature``) and carries ``X-Planloop-Event-Id`` to deduplicate on. Roles:
     integration, admin."""
 
+    if not request.app.state.settings.webhook_private_targets:
+        refusal = target_refusal(str(body.url))
+        if refusal is not None:
+            raise ApiError(422, INVALID_REQUEST, f"webhook url {body.url}: {refusal}")
+
     async def act(_: str) -> tuple[int, Any]:
         try:
             created = await create_subscription(
@@ -143,14 +152,18 @@ async def subscriptions(request: Request, principal: WebhookAdmin) -> list[Subsc
     return [_view(s) for s in await list_subscriptions(request.app.state.store.pool)]
 
 
+def _no_subscription(subscription_id: uuid.UUID) -> ApiError:
+    return ApiError(
+        404,
+        NOT_FOUND,
+        f"there is no webhook subscription {subscription_id}; GET /webhooks/subscriptions lists them",
+    )
+
+
 async def _set_active(request: Request, subscription_id: uuid.UUID, active: bool) -> SubscriptionView:
     changed = await set_subscription_active(request.app.state.store.pool, subscription_id, active)
     if changed is None:
-        raise ApiError(
-            404,
-            NOT_FOUND,
-            f"there is no webhook subscription {subscription_id}; GET /webhooks/subscriptions lists them",
-        )
+        raise _no_subscription(subscription_id)
     return _view(changed)
 
 
@@ -165,3 +178,39 @@ async def pause(subscription_id: uuid.UUID, request: Request, principal: Webhook
 async def resume(subscription_id: uuid.UUID, request: Request, principal: WebhookAdmin) -> SubscriptionView:
     """Resume a paused subscription; what waited is sent. Roles: integration, admin."""
     return await _set_active(request, subscription_id, True)
+
+
+@_webhooks.delete("/{subscription_id}", status_code=204)
+async def unsubscribe(subscription_id: uuid.UUID, request: Request, principal: WebhookAdmin) -> Response:
+    """Delete the subscription with its deliveries: what is pending is never sent. (Pause it instead to
+    keep what waits.) Roles: integration, admin."""
+    if not await delete_subscription(request.app.state.store.pool, subscription_id):
+        raise _no_subscription(subscription_id)
+    return Response(status_code=204)
+
+
+class Deliveries(BaseModel):
+    """A subscription's latest deliveries, newest first, and how many it has in each status."""
+
+    subscription_id: uuid.UUID
+    counts: dict[str, int]
+    deliveries: list[DeliveryRecord]
+
+
+@_webhooks.get("/{subscription_id}/deliveries", response_model=Deliveries)
+async def deliveries(
+    subscription_id: uuid.UUID,
+    request: Request,
+    principal: WebhookAdmin,
+    status: Annotated[
+        Literal["pending", "delivered", "failed"] | None, Query(description="Only deliveries in this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="Most deliveries listed.")] = 50,
+) -> Deliveries:
+    """The subscription's deliveries: each event's status, attempts, next attempt and last error. Roles:
+    integration, admin."""
+    listed = await list_deliveries(request.app.state.store.pool, subscription_id, status, limit)
+    if listed is None:
+        raise _no_subscription(subscription_id)
+    found, counts = listed
+    return Deliveries(subscription_id=subscription_id, counts=counts, deliveries=found)

@@ -9,11 +9,14 @@ from planloop.integration.feed import (
     read_feed,
 )
 from planloop.integration.webhooks import (
+    DeliveryRecord,
     SignatureError,
     WebhookDispatcher,
     WebhookSender,
     WebhookSubscription,
     create_subscription,
+    delete_subscription,
+    list_deliveries,
     list_subscriptions,
     set_subscription_active,
     sign,
@@ -21,6 +24,7 @@ from planloop.integration.webhooks import (
 )
 
 __all__ = [
+    "DeliveryRecord",
     "FeedEvent",
     "FeedNotifier",
     "FeedPage",
@@ -29,8 +33,10 @@ __all__ = [
     "WebhookSender",
     "WebhookSubscription",
     "create_subscription",
+    "delete_subscription",
     "events_router",
     "feed_event",
+    "list_deliveries",
     "list_subscriptions",
     "read_feed",
     "set_subscription_active",

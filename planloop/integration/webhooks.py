@@ -20,10 +20,12 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import random
 import secrets
+import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -57,6 +59,19 @@ RETURNING id, url, secret, event_types, active, created_at
 """
 LIST_SUBSCRIPTIONS: Final = """
 SELECT id, url, secret, event_types, active, created_at FROM webhook_subscriptions ORDER BY created_at, id
+"""
+# Its deliveries go with it (ON DELETE CASCADE): pending ones are never sent.
+DELETE_SUBSCRIPTION: Final = "DELETE FROM webhook_subscriptions WHERE id = $1"
+LIST_DELIVERIES: Final = """
+SELECT id, event_id, event_type, status, attempts, next_attempt_at, last_error, created_at, delivered_at
+  FROM webhook_deliveries
+ WHERE subscription_id = $1 AND ($2::text IS NULL OR status = $2)
+ ORDER BY created_at DESC, id
+ LIMIT $3
+"""
+SUBSCRIPTION_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE id = $1)"
+COUNT_DELIVERIES: Final = """
+SELECT status, count(*) AS n FROM webhook_deliveries WHERE subscription_id = $1 GROUP BY status
 """
 
 
@@ -100,6 +115,89 @@ async def set_subscription_active(
 
 async def list_subscriptions(pool: asyncpg.Pool) -> list[WebhookSubscription]:
     return [WebhookSubscription.model_validate(dict(r)) for r in await pool.fetch(LIST_SUBSCRIPTIONS)]
+
+
+async def delete_subscription(pool: asyncpg.Pool, subscription_id: uuid.UUID) -> bool:
+    """Delete a subscription and its deliveries (what is pending is never sent); False if it did not exist."""
+    status = await pool.execute(DELETE_SUBSCRIPTION, subscription_id)
+    return bool(status.endswith(" 1"))
+
+
+class DeliveryRecord(BaseModel):
+    """One event's delivery to one subscription: pending (with its next attempt), delivered or failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: uuid.UUID
+    event_id: uuid.UUID
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+async def list_deliveries(
+    pool: asyncpg.Pool, subscription_id: uuid.UUID, status: str | None = None, limit: int = 50
+) -> tuple[list[DeliveryRecord], dict[str, int]] | None:
+    """A subscription's latest deliveries (of ``status``, or all), newest first, and its counts by status;
+    None if there is no such subscription."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        if not await conn.fetchval(SUBSCRIPTION_EXISTS, subscription_id):
+            return None
+        rows = await conn.fetch(LIST_DELIVERIES, subscription_id, status, limit)
+        counts = {r["status"]: r["n"] for r in await conn.fetch(COUNT_DELIVERIES, subscription_id)}
+    return [DeliveryRecord.model_validate(dict(r)) for r in rows], counts
+
+
+# -- targets: no requests into the internal network (SSRF) unless allowed ---------------------------------
+
+PRIVATE_TARGETS_HINT: Final = (
+    "webhooks go to public addresses only; to allow loopback, private and link-local targets (tests, "
+    "receivers inside your network) set PLANLOOP_WEBHOOK_PRIVATE_TARGETS=true"
+)
+TargetGuard = Callable[[str], Awaitable[str | None]]
+
+
+def _not_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) names a link
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def target_refusal(url: str) -> str | None:
+    """Why ``url`` may not be a webhook target, from what the URL itself says (localhost, or an address
+    that is loopback, private, link-local or reserved); None when it may. Names are resolved when sending
+    (``resolved_target_refusal``), since a name can point anywhere."""
+    host = httpx.URL(url).host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is this machine; {PRIVATE_TARGETS_HINT}"
+    try:
+        refused = _not_public(host)
+    except ValueError:
+        return None  # a name, not an address
+    return f"{host} is not a public address; {PRIVATE_TARGETS_HINT}" if refused else None
+
+
+async def resolved_target_refusal(url: str) -> str | None:
+    """``target_refusal``, and for a name every address it resolves to now. A name that does not resolve
+    is left to the POST, which fails with its own error."""
+    literal = target_refusal(url)
+    if literal is not None:
+        return literal
+    parsed = httpx.URL(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parsed.host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return None
+    private = sorted({str(info[4][0]) for info in infos if _not_public(str(info[4][0]))})
+    if private:
+        return f"{parsed.host} resolves to {', '.join(private)}, not a public address; {PRIVATE_TARGETS_HINT}"
+    return None
 
 
 # -- dispatching: feed -> deliveries --------------------------------------------------------------------
@@ -194,7 +292,10 @@ class WebhookSender:
         batch_size: int = 20,
         jitter: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        target_guard: TargetGuard | None = None,
     ) -> None:
+        """``target_guard`` (e.g. ``resolved_target_refusal``) is asked before each POST; a target it
+        refuses fails the delivery at once, with its reason, and is never contacted."""
         self.pool = pool
         self.client = client
         self.max_attempts = max_attempts
@@ -204,6 +305,7 @@ class WebhookSender:
         self.batch_size = batch_size
         self.jitter = jitter
         self.clock = clock
+        self.target_guard = target_guard
 
     def backoff(self, attempts: int) -> float:
         """Seconds before the next attempt after ``attempts`` failed ones: doubling, capped, and
@@ -219,6 +321,12 @@ class WebhookSender:
         return len(deliveries)
 
     async def _send(self, delivery: Delivery) -> None:
+        refusal = await self.target_guard(delivery.url) if self.target_guard is not None else None
+        if refusal is not None:
+            # Retrying cannot help until the setting or the URL changes: failed now, with the reason.
+            await self.pool.execute(MARK_FAILED_ATTEMPT, delivery.id, 0, 0, f"refused target: {refusal}")
+            log.warning("webhook target refused", delivery=str(delivery.id), reason=refusal)
+            return
         timestamp = int(self.clock().timestamp())
         headers = {
             "Content-Type": "application/json",

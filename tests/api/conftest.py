@@ -35,7 +35,8 @@ async def app(
 ) -> AsyncIterator[FastAPI]:
     """The app with its lifespan running (the feed notifier, the projector, the webhook sender), as
     `planloop api` runs it."""
-    settings = Settings(task_queue=task_queue, database_url=database_url)
+    # The tests' webhook receivers listen on 127.0.0.1.
+    settings = Settings(task_queue=task_queue, database_url=database_url, webhook_private_targets=True)
     async with make_worker(dev_server_env.client, store, task_queue):
         api = create_app(settings, store=store, client=dev_server_env.client)
         async with api.router.lifespan_context(api):
@@ -135,7 +136,11 @@ async def live_api(
     from tests.conftest import free_port
 
     settings = Settings(
-        task_queue=task_queue, database_url=database_url, api_host="127.0.0.1", api_port=free_port()
+        task_queue=task_queue,
+        database_url=database_url,
+        api_host="127.0.0.1",
+        api_port=free_port(),
+        webhook_private_targets=True,
     )
     stop = asyncio.Event()
     async with make_worker(dev_server_env.client, store, task_queue):

@@ -192,6 +192,20 @@ MATRIX: list[Row] = [
         f"{NO_SUBSCRIPTION}/resume",
         company_wide=True,
     ),
+    Row(
+        "DELETE",
+        "/webhooks/subscriptions/{subscription_id}",
+        frozenset({R.INTEGRATION}),
+        NO_SUBSCRIPTION,
+        company_wide=True,
+    ),
+    Row(
+        "GET",
+        "/webhooks/subscriptions/{subscription_id}/deliveries",
+        frozenset({R.INTEGRATION}),
+        f"{NO_SUBSCRIPTION}/deliveries",
+        company_wide=True,
+    ),
     # Inbound: sources are admins' business; their webhooks are signed, not token-bearing.
     Row("POST", "/inbound/sources", ADMIN_ONLY, body={"source": "matrix-other"}),
     Row("GET", "/inbound/sources", ADMIN_ONLY),
