@@ -178,7 +178,10 @@ def target_refusal(url: str) -> str | None:
     try:
         refused = _not_public(host)
     except ValueError:
-        return None  # a name, not an address
+        try:  # the legacy forms resolvers accept as addresses (2130706433, 0x7f.1), read without DNS
+            refused = _not_public(socket.inet_ntoa(socket.inet_aton(host)))
+        except OSError:
+            return None  # a name, not an address
     return f"{host} is not a public address; {PRIVATE_TARGETS_HINT}" if refused else None
 
 
