@@ -166,16 +166,18 @@ async def test_an_event_inserted_with_the_trigger_disabled_is_pinned(scene: Scen
     assert "one of versions 4 to 5" in rewrite.reason
 
 
-async def rewrite_consistently(scene: Scene, version: int, metadata: dict[str, str]) -> None:
+async def rewrite_consistently(
+    dba: asyncpg.Connection, version: int, metadata: dict[str, str], stream_id: str = PLAN
+) -> None:
     """Change one event and recompute every digest and hash from it on, and the stream's head: the chain
     holds again, as if it had always read so."""
-    rows = await scene.dba.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY version", PLAN)
+    rows = await dba.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY version", stream_id)
     prev = rows[version - 2]["hash"] if version > 1 else ""
     statements = []
     for row in rows[version - 1 :]:
         meta = metadata if row["version"] == version else jsoncodec.loads(row["metadata"])
         digest = jsoncodec.content_digest(
-            row["event_id"], PLAN, row["type"], row["schema_version"], jsoncodec.loads(row["data"]), meta
+            row["event_id"], stream_id, row["type"], row["schema_version"], jsoncodec.loads(row["data"]), meta
         )
         link = jsoncodec.chain_hash(prev, row["version"], row["recorded_at"], digest)
         statements.append(
@@ -186,12 +188,12 @@ async def rewrite_consistently(scene: Scene, version: int, metadata: dict[str, s
             )
         )
         prev = link
-    statements.append(("UPDATE streams SET last_hash = $2 WHERE stream_id = $1", (PLAN, prev)))
-    await as_dba(scene.dba, *statements)
+    statements.append(("UPDATE streams SET last_hash = $2 WHERE stream_id = $1", (stream_id, prev)))
+    await as_dba(dba, *statements)
 
 
 async def test_a_consistent_rewrite_passes_chain_verification_but_not_the_checkpoints(scene: Scene) -> None:
-    await rewrite_consistently(scene, 3, {"actor": "mallory"})
+    await rewrite_consistently(scene.dba, 3, {"actor": "mallory"})
     assert (await scene.store.verify_all()).ok, "a consistent rewrite is invisible to the chain alone"
     assert (await scene.store.read_stream(PLAN))[2].metadata == {"actor": "mallory"}
     report = await scene.consistency()
@@ -208,7 +210,7 @@ async def test_a_consistent_rewrite_passes_chain_verification_but_not_the_checkp
 
 
 async def test_a_rewrite_covered_only_by_the_kept_checkpoint_is_bounded_by_it(scene: Scene) -> None:
-    await rewrite_consistently(scene, 1, {"actor": "mallory"})
+    await rewrite_consistently(scene.dba, 1, {"actor": "mallory"})
     rewrite = only((await scene.consistency()).rewrites)
     assert (rewrite.version, rewrite.event_id) == (1, scene.ids[1])
     assert "one of versions 1 to 2" in rewrite.reason
