@@ -216,17 +216,23 @@ async def read_rollup(
 ) -> Consolidated:
     """Consolidated figures of a unit's subtree (forecast, budget, targets, phases), from the plan figures
     read model (current to within the projector's latency)."""
-    state: CycleState = await request.app.state.reader.cycle(cycle_id)
-    assert state.hierarchy is not None
-    root = next(u.unit_id for u in state.hierarchy.units if u.parent_id is None)
+    reader = request.app.state.reader
+    # The hierarchy never changes once a cycle is open: the reader keeps it, so a cycle of thousands of
+    # units is not folded again on every request.
+    hierarchy: OrgHierarchy | None = await reader.hierarchy(cycle_id)
+    if hierarchy is None:
+        await reader.cycle(cycle_id)  # answers 404, naming the cycle
+    assert hierarchy is not None
+    root = next(u.unit_id for u in hierarchy.units if u.parent_id is None)
     target = unit or root
-    if target not in {u.unit_id for u in state.hierarchy.units}:
+    if target not in {u.unit_id for u in hierarchy.units}:
         raise ApiError(404, "not_found", f"cycle {cycle_id} has no unit {target}")
-    await request.app.state.reader.require_scope(principal, cycle_id, target)
+    await reader.require_scope(principal, cycle_id, target)
     # From the plan figures read model, not the cycle's workflow: a workflow cannot hold the figures of
     # thousands of plans within Temporal's payload limits. It lags the plans by the projector's latency.
-    figures = await cycle_figures(request.app.state.store.pool, cycle_id)
-    return consolidate_figures(target, state.hierarchy, figures)
+    below = None if target == root else [target, *(u.unit_id for u in hierarchy.descendants(target))]
+    figures = await cycle_figures(request.app.state.store.pool, cycle_id, below)
+    return consolidate_figures(target, hierarchy, figures)
 
 
 @router.post(

@@ -9,6 +9,7 @@ the stored events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 import asyncpg
@@ -25,9 +26,10 @@ ON CONFLICT (stream_id) DO UPDATE SET
     cycle_id = EXCLUDED.cycle_id, unit_id = EXCLUDED.unit_id, version = EXCLUDED.version,
     figures = EXCLUDED.figures
 """
-# One row of JSON for the whole cycle: parsing it once is several times faster than a row per plan.
+# One row of JSON for the whole cycle (or the units named): parsing it once is faster than a row per plan.
 CYCLE_FIGURES: Final = """
-SELECT coalesce(json_agg(figures), '[]')::text FROM plan_figures WHERE cycle_id = $1
+SELECT coalesce(json_agg(figures), '[]')::text FROM plan_figures
+WHERE cycle_id = $1 AND ($2::text[] IS NULL OR unit_id = ANY($2::text[]))
 """
 
 _FIGURES_LIST: Final = TypeAdapter(list[PlanFigures])
@@ -53,7 +55,10 @@ class PlanFiguresProjection(PlanStateProjection):
         )
 
 
-async def cycle_figures(pool: asyncpg.Pool, cycle_id: str) -> dict[str, PlanFigures]:
-    """Every plan's figures in the cycle, by unit id (a plan the projector has not reached is absent)."""
-    raw = await pool.fetchval(CYCLE_FIGURES, cycle_id)
+async def cycle_figures(
+    pool: asyncpg.Pool, cycle_id: str, units: Sequence[str] | None = None
+) -> dict[str, PlanFigures]:
+    """The figures of the cycle's plans (of ``units`` only, when named), by unit id; a plan the projector
+    has not reached yet is absent."""
+    raw = await pool.fetchval(CYCLE_FIGURES, cycle_id, None if units is None else list(units))
     return {f.unit_id: f for f in _FIGURES_LIST.validate_json(raw)}
