@@ -18,7 +18,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from domain import PlanState, next_deadlines
 from planloop.audit import history as audit_history
 from planloop.audit import replay as audit_replay
 from planloop.audit import timetravel
@@ -27,7 +26,7 @@ from workflows import plan_id
 
 from .auth import Principal, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, PLAN_NOT_FOUND, ApiError
-from .plans import CurrentGate, PlanView, RevisionComparison
+from .plans import PlanView, RevisionComparison, plan_view
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
 
@@ -82,32 +81,6 @@ class WorkflowReplayView(BaseModel):
     reproduced: bool
     runs: list[RunReplayView]
     unavailable_runs: list[str]
-
-
-def plan_view(state: PlanState) -> PlanView:
-    """The API's view of a plan in any state (the view ``GET /cycles/{cycle}/plans/{unit}`` answers)."""
-    gate = None
-    if state.gate is not None and state.gate.index < len(state.approval_chain):
-        gate = CurrentGate(
-            index=state.gate.index, gate=state.approval_chain[state.gate.index], progress=state.gate
-        )
-    return PlanView(
-        plan_id=plan_id(state.cycle_id, state.unit_id),
-        cycle_id=state.cycle_id,
-        unit_id=state.unit_id,
-        phase=state.phase,
-        iteration=state.iteration,
-        authors=list(state.authors),
-        currency=state.currency,
-        stream_version=state.version,
-        revision=state.latest_revision,
-        signed_off_revision=state.signed_off_revision,
-        submission=state.submission,
-        current_gate=gate,
-        approval_chain=list(state.approval_chain),
-        next_deadlines=next_deadlines(state),
-        end_reason=state.end_reason,
-    )
 
 
 def _refused(err: AuditError) -> ApiError:

@@ -68,6 +68,32 @@ class RevisionComparison(BaseModel):
     diff: RevisionDiff
 
 
+def plan_view(state: PlanState) -> PlanView:
+    """The view of a plan in any state: now (``read_plan``) or as it was (the auditor's as-of)."""
+    gate = None
+    if state.gate is not None and state.gate.index < len(state.approval_chain):
+        gate = CurrentGate(
+            index=state.gate.index, gate=state.approval_chain[state.gate.index], progress=state.gate
+        )
+    return PlanView(
+        plan_id=plan_id(state.cycle_id, state.unit_id),
+        cycle_id=state.cycle_id,
+        unit_id=state.unit_id,
+        phase=state.phase,
+        iteration=state.iteration,
+        authors=list(state.authors),
+        currency=state.currency,
+        stream_version=state.version,
+        revision=state.latest_revision,
+        signed_off_revision=state.signed_off_revision,
+        submission=state.submission,
+        current_gate=gate,
+        approval_chain=list(state.approval_chain),
+        next_deadlines=next_deadlines(state),
+        end_reason=state.end_reason,
+    )
+
+
 async def _readable_plan(request: Request, principal: Principal, cycle_id: str, unit_id: str) -> PlanState:
     await request.app.state.reader.require_scope(principal, cycle_id, unit_id)
     state: PlanState = await request.app.state.reader.plan(cycle_id, unit_id)
@@ -89,29 +115,7 @@ Authenticated = Annotated[Principal, Depends(authenticated)]
 @router.get("/cycles/{cycle_id}/plans/{unit_id}", response_model=PlanView)
 async def read_plan(cycle_id: str, unit_id: str, request: Request, principal: Authenticated) -> PlanView:
     """The plan now, with its current revision. Every role may read (within its org-unit scopes)."""
-    state = await _readable_plan(request, principal, cycle_id, unit_id)
-    gate = None
-    if state.gate is not None and state.gate.index < len(state.approval_chain):
-        gate = CurrentGate(
-            index=state.gate.index, gate=state.approval_chain[state.gate.index], progress=state.gate
-        )
-    return PlanView(
-        plan_id=plan_id(cycle_id, unit_id),
-        cycle_id=state.cycle_id,
-        unit_id=state.unit_id,
-        phase=state.phase,
-        iteration=state.iteration,
-        authors=list(state.authors),
-        currency=state.currency,
-        stream_version=state.version,
-        revision=state.latest_revision,
-        signed_off_revision=state.signed_off_revision,
-        submission=state.submission,
-        current_gate=gate,
-        approval_chain=list(state.approval_chain),
-        next_deadlines=next_deadlines(state),
-        end_reason=state.end_reason,
-    )
+    return plan_view(await _readable_plan(request, principal, cycle_id, unit_id))
 
 
 @router.get("/cycles/{cycle_id}/plans/{unit_id}/revisions", response_model=list[RevisionSummary])
