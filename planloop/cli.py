@@ -86,6 +86,42 @@ def _announce(state: dict[str, Any], seconds: float) -> None:
 
 @app.command()
 @user_errors
+def demo(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="Keep the demo's data here (default: a temporary folder, deleted afterwards)."
+        ),
+    ] = None,
+    month_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--month-seconds", help="Wall-clock seconds per calendar month of the story (default: 6)."
+        ),
+    ] = None,
+    exit_when_done: Annotated[
+        bool, typer.Option("--exit", help="Stop when the story is told, instead of staying up to explore.")
+    ] = False,
+) -> None:
+    """Tell a whole planning cycle of a small multinational through the API, on a compressed calendar.
+
+    Starts the embedded stack (a fresh temporary data folder unless --data-dir), then prints the audit history
+    of one plan and where the API docs and the Temporal UI are. About two minutes.
+    """
+    from .demo import DEFAULT_MONTH_SECONDS, run_demo
+
+    code = run_demo(
+        load_settings(),
+        data_dir=data_dir,
+        month_seconds=month_seconds or DEFAULT_MONTH_SECONDS,
+        exit_when_done=exit_when_done,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
 def status(
     data_dir: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
@@ -214,7 +250,6 @@ def migrate() -> None:
 from .api.actuals_cli import actuals_app  # noqa: E402
 from .api.cli import cycle_app, plan_app, token_app  # noqa: E402  (the groups attach after the core commands)
 from .api.cli_commands import attach as attach_api_commands  # noqa: E402
-from .audit.cli import audit_app  # noqa: E402
 from .readmodels.cli import app as readmodels_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
@@ -222,7 +257,6 @@ app.add_typer(cycle_app, name="cycle")
 app.add_typer(plan_app, name="plan")
 app.add_typer(actuals_app, name="actuals")
 app.add_typer(readmodels_app, name="readmodels")
-app.add_typer(audit_app, name="audit")
 attach_api_commands(app)  # inbox, tracking, events, webhook, inbound, schedule; more of cycle and plan
 
 
