@@ -44,7 +44,7 @@ ApiUrlOption = Annotated[
     typer.Option(
         "--api-url",
         envvar="PLANLOOP_API_URL",
-        help="The API's base URL [default: http://PLANLOOP_API_HOST:PLANLOOP_API_PORT].",
+        help="The API's base URL (default: http://PLANLOOP_API_HOST:PLANLOOP_API_PORT).",
         show_default=False,
     ),
 ]
