@@ -250,6 +250,7 @@ def migrate() -> None:
 from .api.actuals_cli import actuals_app  # noqa: E402
 from .api.cli import cycle_app, plan_app, token_app  # noqa: E402  (the groups attach after the core commands)
 from .api.cli_commands import attach as attach_api_commands  # noqa: E402
+from .audit.cli import audit_app  # noqa: E402
 from .readmodels.cli import app as readmodels_app  # noqa: E402
 
 app.add_typer(token_app, name="token")
@@ -257,6 +258,7 @@ app.add_typer(cycle_app, name="cycle")
 app.add_typer(plan_app, name="plan")
 app.add_typer(actuals_app, name="actuals")
 app.add_typer(readmodels_app, name="readmodels")
+app.add_typer(audit_app, name="audit")
 attach_api_commands(app)  # inbox, tracking, events, webhook, inbound, schedule; more of cycle and plan
 
 
