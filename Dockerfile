@@ -20,6 +20,8 @@ RUN pip install . && cd / && rm -rf /src
 
 # Run as an unprivileged user; its home holds nothing the containers need to keep.
 RUN useradd --create-home --uid 10001 planloop
+# The folder of the audit signing key: a named volume in docker-compose.yml mounts over it and takes its owner.
+RUN mkdir -p /var/lib/planloop/keys && chown planloop /var/lib/planloop/keys && chmod 700 /var/lib/planloop/keys
 USER planloop
 WORKDIR /home/planloop
 
