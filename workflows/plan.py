@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         next_deadlines,
     )
     from domain.commands import ClosePlan, CommandBase, OpenPlan, Tick
+    from domain.cycle import progress_code
     from domain.envelope import EventMetadata
     from domain.events import Event
     from domain.rollup import PlanFigures, plan_figures
@@ -69,6 +70,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 CLOCK = "system:clock"
+# workflow.patched id: a plan reports to its cycle only when its progress code changes (was: any figure).
+REPORT_PROGRESS_CODES = "report-progress-codes"
 
 # Replay-safe (silent while a worker replays history), with the workflow and run ids on every line.
 log = workflow.LoggerAdapter(logging.getLogger("planloop.workflows.plan"), None)
@@ -194,6 +197,14 @@ class PlanWorkflow:
         self._report_due = False
         figures = plan_figures(self._state)
         if self._cycle_workflow_id is None or figures == self._reported:
+            return
+        if (
+            self._reported is not None
+            and progress_code(figures) == progress_code(self._reported)
+            and workflow.patched(REPORT_PROGRESS_CODES)
+        ):
+            # The cycle keeps only each plan's progress code (the roll-up reads the plan figures read model):
+            # a change the code does not show is not worth a signal, and a workflow task here and there.
             return
         try:
             await workflow.get_external_workflow_handle(self._cycle_workflow_id).signal(

@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 
 from domain import Phase, PlanState, decode_event, replay
 from domain.cycle import CloseCycle, progress_code, tally
-from domain.rollup import Consolidated, consolidate_figures, plan_figures, rollup
+from domain.rollup import Consolidated, PlanFigures, consolidate_figures, plan_figures, rollup
 from domain.strategy import RevisionSource
 from eventstore import EventStore, RecordedEvent
 from planloop.readmodels import catch_up
@@ -81,10 +81,17 @@ def assert_sum_of(total: Consolidated, parts: list[Consolidated]) -> None:
 async def assert_rollup_adds_up(year: YearScenario, store: EventStore) -> dict[str, Consolidated]:
     await cycle_caught_up(year)
     stored = {u: await stored_state(store, year.plan(u).id) for u in UNITS}
-    # The roll-up as the API serves it: the plan figures read model, caught up, consolidated.
-    await catch_up(store, PlanFiguresProjection())
-    figures = await cycle_figures(store.pool, year.cycle_id)
-    assert {u: f.version for u, f in figures.items()} == {u: s.version for u, s in stored.items()}
+    # The roll-up as the API serves it: the plan figures read model, caught up, consolidated. The feed
+    # holds back events while any transaction on the PostgreSQL server is older: catch up until it is in.
+    figures: dict[str, PlanFigures] = {}
+
+    async def read_model_caught_up() -> bool:
+        nonlocal figures
+        await catch_up(store, PlanFiguresProjection())
+        figures = await cycle_figures(store.pool, year.cycle_id)
+        return {u: f.version for u, f in figures.items()} == {u: s.version for u, s in stored.items()}
+
+    await year.settled(read_model_caught_up, "the plan figures read model to catch up")
     units = {u: consolidate_figures(u, hierarchy(), figures) for u in (*UNITS, "HQ")}
     # What the read model consolidates is what the stored plan streams consolidate to.
     assert units == {u: c for u, c in rollup(hierarchy(), stored).items() if u in units}
