@@ -186,7 +186,9 @@ class Story:
                     raise DemoError(f"{method} {path} as {who} failed: {err}") from None
                 await asyncio.sleep(1)
                 continue
-            if answer.status_code == 503 and attempt < 3:
+            # 503: the workflow service did not answer; 409 in progress: our own first try is still running.
+            busy = answer.status_code == 409 and "in_progress" in answer.text
+            if (answer.status_code == 503 or busy) and attempt < 3:
                 await asyncio.sleep(1)
                 continue
             if answer.status_code >= 400 and answer.status_code != 207:
@@ -529,33 +531,44 @@ class Story:
         await self.each(co.UNITS, review)
         self.say(None, f"Q{quarter} reviews held in all {len(co.UNITS)} units: decided '{decisions[0]}'")
 
+    async def month_of_tracking(self, index: int, month: str) -> None:
+        """The ERP posts ``month``'s actuals (the day after it ends); the plans' clocks close it; a quarter's
+        last month brings the quarterly reviews."""
+        rows = self.actual_rows(index, month)
+        if index == co.OFF_TRACK_MONTH_INDEX:
+            # The two bad figures first, each explained by its owner as soon as it is recorded.
+            bad = [
+                r
+                for r in rows
+                if r["unit"] == co.STORY_UNIT and r["measure"] in ("revenue", co.OFF_TRACK_CSF)
+            ]
+            await self.off_track(month, bad)
+            rows = [r for r in rows if r not in bad]
+        await self.post_actuals(rows)
+        report = await self.monthly_close(month)
+        actual = report["revenue_actual"]
+        share = (
+            "no revenue reported"
+            if actual is None
+            else f"{Decimal(str(actual)) / Decimal(str(report['revenue_forecast'])):.0%} of forecast"
+        )
+        self.say(
+            None,
+            f"{month} closed by the clock, a report for each plan; E-Mobility Germany at {share}, "
+            f"year-end outlook {_money(report['year_end_extrapolation'])} "
+            f"(plan {_money(report['year_end_forecast'])})",
+        )
+        quarter_ends = co.calendar(self.cycle_id).quarter_ends()
+        if month in quarter_ends:
+            await self.hold_reviews(quarter_ends.index(month) + 1)
+
     async def the_year(self) -> None:
-        calendar = co.calendar(self.cycle_id)
-        quarter_ends = calendar.quarter_ends()
-        for index, month in enumerate(self.months):
-            # Actuals arrive from the ERP the day after the month ends, weeks before the close.
-            await self.until_calendar(month_start(month_add(month, 1)) + timedelta(days=1))
-            rows = self.actual_rows(index, month)
-            if index == co.OFF_TRACK_MONTH_INDEX:
-                # The two bad figures first, each explained by its owner as soon as it is recorded.
-                bad = [
-                    r
-                    for r in rows
-                    if r["unit"] == co.STORY_UNIT and r["measure"] in ("revenue", co.OFF_TRACK_CSF)
-                ]
-                await self.off_track(month, bad)
-                rows = [r for r in rows if r not in bad]
-            await self.post_actuals(rows)
-            report = await self.monthly_close(month)
-            share = Decimal(str(report["revenue_actual"])) / Decimal(str(report["revenue_forecast"])) * 100
-            self.say(
-                None,
-                f"{month} closed by the clock, a report for each plan; E-Mobility Germany at {share:.0f}% of "
-                f"forecast, year-end outlook {_money(report['year_end_extrapolation'])} "
-                f"(plan {_money(report['year_end_forecast'])})",
-            )
-            if month in quarter_ends:
-                await self.hold_reviews(quarter_ends.index(month) + 1)
+        # Each month follows the calendar alone: its actuals are posted the day after it ends whether or
+        # not the month before has been seen to close, so one slow plan cannot make the others late.
+        async with asyncio.TaskGroup() as months:
+            for index, month in enumerate(self.months):
+                await self.until_calendar(month_start(month_add(month, 1)) + timedelta(days=1))
+                months.create_task(self.month_of_tracking(index, month))
 
     # -- 5. learn and refine ---------------------------------------------------------------------------------
 
@@ -658,42 +671,25 @@ class Story:
         unit = co.STORY_UNIT
         base = f"/audit/cycles/{self.cycle_id}/plans/{unit}"
         history: list[dict[str, Any]] = await self.request("GET", f"{base}/history", "auditor")
-        table = Table(
-            title=f"Audit history of {self.stream(unit)} (as the auditor reads it: GET {base}/history)",
-            title_justify="left",
-            box=None,
-            padding=(0, 1),
-        )
-        for column in ("v", "calendar time", "recorded", "event", "actor", "source", "summary"):
-            table.add_column(column, overflow="fold", no_wrap=column != "summary")
-        index = 0
-        while index < len(history):
-            entry = history[index]
-            run = 1
-            # Runs of the same routine event (the ERP's actuals, a month's import) are shown as one row.
-            while (
-                entry["type"] == "ActualRecorded"
-                and index + run < len(history)
-                and history[index + run]["type"] == "ActualRecorded"
-            ):
-                run += 1
-            actor = entry["actor"] + (f" for {entry['on_behalf_of']}" if entry.get("on_behalf_of") else "")
-            summary = entry["summary"] if run == 1 else f"{run} actuals recorded ({entry['summary']}, ...)"
-            versions = (
-                str(entry["version"]) if run == 1 else f"{entry['version']}-{entry['version'] + run - 1}"
-            )
-            table.add_row(
-                versions,
-                entry["at"][:16].replace("T", " "),
-                entry["recorded_at"][11:19],
-                entry["type"] if run == 1 else f"{entry['type']} x{run}",
-                actor,
-                entry.get("source") or "",
-                summary,
-            )
-            index += run
+        rows = history_rows(history)
+        title = f"Audit history of {self.stream(unit)}, as the auditor reads it (GET {base}/history):"
         self.console.print()
-        self.console.print(table)
+        if self.console.is_terminal:
+            table = Table(title=title, title_justify="left", box=None, padding=(0, 1))
+            for column in HISTORY_COLUMNS:
+                table.add_column(column, no_wrap=column != "summary")
+            for row in rows:
+                table.add_row(*row)
+            self.console.print(table)
+        else:
+            # In a log (a pipe, a file) every event stays on one line, however long its summary.
+            widths = [
+                max(len(r[i]) for r in [HISTORY_COLUMNS, *rows]) for i in range(len(HISTORY_COLUMNS) - 1)
+            ]
+            self.console.print(title, highlight=False, markup=False)
+            for row in [HISTORY_COLUMNS, *rows]:
+                line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                self.console.print(f"{line}  {row[-1]}", highlight=False, markup=False, soft_wrap=True)
         replay = await self.request("GET", f"{base}/workflow-replay", "auditor")
         verdict = "[green]reproduces[/]" if replay["reproduced"] else "[red]does NOT reproduce[/]"
         self.console.print(
@@ -718,6 +714,39 @@ class Story:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+
+
+HISTORY_COLUMNS = ("v", "calendar time", "recorded", "event", "actor", "source", "summary")
+
+
+def history_rows(history: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The audit history as rows of text; a run of actuals from one import is shown as one row."""
+    rows = []
+    index = 0
+    while index < len(history):
+        entry = history[index]
+        run = 1
+        while (
+            entry["type"] == "ActualRecorded"
+            and index + run < len(history)
+            and history[index + run]["type"] == "ActualRecorded"
+        ):
+            run += 1
+        actor = entry["actor"] + (f" for {entry['on_behalf_of']}" if entry.get("on_behalf_of") else "")
+        last = entry["version"] + run - 1
+        rows.append(
+            (
+                str(entry["version"]) if run == 1 else f"{entry['version']}-{last}",
+                entry["at"][:16].replace("T", " "),
+                entry["recorded_at"][11:19],
+                entry["type"] if run == 1 else f"{entry['type']} x{run}",
+                actor,
+                entry.get("source") or "",
+                entry["summary"] if run == 1 else f"{run} actuals recorded ({entry['summary']}, ...)",
+            )
+        )
+        index += run
+    return rows
 
 
 # -- running it on the embedded stack ---------------------------------------------------------------------
@@ -842,7 +871,7 @@ def run_demo(
     if console is None:
         console = Console()
         if not console.is_terminal:  # a log file or a pipe: wide enough for one line per step
-            console = Console(width=150)
+            console = Console(width=220)
     run = DemoRun(settings, console, month_seconds, exit_when_done)
 
     async def main() -> int:
