@@ -38,7 +38,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from domain import BudgetCut, CounterProposal, LessonLink, PlanContent, TargetChange, Team
+from domain import BudgetCut, CounterProposal, Gate, LessonLink, PlanContent, TargetChange, Team
 from domain.base import month_add, month_start
 from workflows import plan_id
 from workflows.contracts import Pace
@@ -72,6 +72,7 @@ class Feed:
         self.http = http
         self.headers = headers
         self.events: list[dict[str, Any]] = []
+        self.problem = ""  # why the last read failed, if it did: said when a wait gives up
         self._changed = asyncio.Event()
 
     async def follow(self) -> None:
@@ -82,12 +83,15 @@ class Feed:
                 params["after"] = cursor
             try:
                 answer = await self.http.get("/events", params=params, headers=self.headers)
-            except httpx.TransportError:
+            except httpx.TransportError as err:
+                self.problem = f"the event feed did not answer ({err})"
                 await asyncio.sleep(0.2)
                 continue
             if answer.status_code != 200:
+                self.problem = f"the event feed answered {answer.status_code}: {answer.text[:200]}"
                 await asyncio.sleep(0.2)
                 continue
+            self.problem = ""
             page = answer.json()
             cursor = page["next_cursor"]
             if page["events"]:
@@ -108,9 +112,8 @@ class Feed:
                 return answer
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DemoError(
-                    f"{what} did not happen within {timeout:.0f} s; the machine may be overloaded"
-                )
+                why = self.problem or "the machine may be overloaded"
+                raise DemoError(f"{what} did not happen within {timeout:.0f} s; {why}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), left)
 
@@ -263,17 +266,25 @@ class Story:
     async def submitted_hash(self, unit_id: str) -> str:
         return str((await self.plan(unit_id))["submission"]["content_hash"])
 
-    async def pass_gates(self, unit: co.Unit) -> Any:
-        """Every gate of the unit's chain approves the submitted revision."""
-        chain = co.hierarchy().approval_chain(unit.unit_id, co.calendar(self.cycle_id))
-        content_hash = await self.submitted_hash(unit.unit_id)
-        result = None
-        for gate in chain:
+    def chain(self, unit: co.Unit) -> tuple[Gate, ...]:
+        return co.hierarchy().approval_chain(unit.unit_id, co.calendar(self.cycle_id))
+
+    async def approve(self, unit: co.Unit, gates: Sequence[Gate], content_hash: str) -> list[str]:
+        """``gates`` approve the submitted revision (bound to its hash); the events of the last approval."""
+        events: list[str] = []
+        for gate in gates:
             for approver in gate.approvers[: gate.required_approvals()]:
-                result = await self.command(
+                answer = await self.command(
                     approver, unit.unit_id, "ApprovePlan", {"content_hash": content_hash}
                 )
-        return result
+                events = answer["events"]
+        return events
+
+    async def sign_off(self, unit: co.Unit) -> None:
+        """Every gate of the unit's chain approves the submitted revision, and the plan is signed off."""
+        events = await self.approve(unit, self.chain(unit), await self.submitted_hash(unit.unit_id))
+        if "PlanSignedOff" not in events:
+            raise DemoError(f"the plan of {unit.name} passed every gate but was not signed off ({events})")
 
     async def draft_and_submit(self, unit: co.Unit, reason: str) -> Any:
         draft = co.content(unit, self.months)
@@ -285,8 +296,7 @@ class Story:
 
     async def plain_sign_off(self, unit: co.Unit) -> None:
         draft = await self.draft_and_submit(unit, f"FY2027 plan of {unit.name}")
-        result = await self.pass_gates(unit)
-        assert "PlanSignedOff" in result["events"], result
+        await self.sign_off(unit)
         self.say(
             unit.unit_id,
             f"drafted, submitted and signed off at every gate: revenue {_money(draft.goals[0].target)}, "
@@ -302,11 +312,9 @@ class Story:
             f"{_money(_expenses(draft))}, {len(draft.programs)} programs",
         )
         # Country management and regional leadership approve; global leadership pushes back.
-        chain = co.hierarchy().approval_chain(unit.unit_id, co.calendar(self.cycle_id))
         content_hash = await self.submitted_hash(unit.unit_id)
-        for gate in chain[:-1]:
-            for approver in gate.approvers[: gate.required_approvals()]:
-                await self.command(approver, unit.unit_id, "ApprovePlan", {"content_hash": content_hash})
+        for gate in self.chain(unit)[:-1]:
+            await self.approve(unit, [gate], content_hash)
             self.say(unit.unit_id, f"{gate.name or gate.gate_id} approves revision 1")
         stretch = CounterProposal(
             target_changes=(TargetChange(goal_id="G-REV", percent=Decimal(10)),),
@@ -357,8 +365,7 @@ class Story:
             f"({'; '.join(changes)}; dropped {', '.join(diff['programs_dropped'])})",
         )
         await self.command(unit.author, unit.unit_id, "SubmitForApproval")
-        result = await self.pass_gates(unit)
-        assert "PlanSignedOff" in result["events"], result
+        await self.sign_off(unit)
         signed = await self.plan(unit.unit_id)
         self.say(
             unit.unit_id,
@@ -467,10 +474,15 @@ class Story:
                 {"deviation_id": data["deviation_id"], "explanation": texts[row["measure"]]},
             )
             attainment = Decimal(str(data["actual"])) / Decimal(str(data["target"])) * 100
+            late = any(
+                e["data"]["deviation_id"] == data["deviation_id"]
+                for e in self.feed.of(stream, "ExplanationOverdue")
+            )
             self.say(
                 unit.unit_id,
                 f"{row['measure']} off track in {month} ({attainment:.0f}% of target); "
-                f"{data['owner']} explains: {texts[row['measure']].split(':')[0].split(';')[0]}",
+                f"{data['owner']} explains{' (after its deadline)' if late else ''}: "
+                f"{texts[row['measure']].split(':')[0].split(';')[0]}",
             )
 
         await asyncio.gather(*(post_and_explain(row) for row in rows))

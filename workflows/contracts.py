@@ -6,7 +6,7 @@ as they were sent (an untyped payload would come back with Decimals as strings).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from math import ceil
 from typing import get_args
 
@@ -78,8 +78,12 @@ class Pace(BaseModel):
     real_origin: UtcDateTime
 
     def calendar_at(self, real: datetime) -> datetime:
-        """The calendar's time at the real moment ``real``."""
-        return self.calendar_origin + (real - self.real_origin) * self.speed
+        """The calendar's time at the real moment ``real``. It stops at the end of year 9999, which a fast
+        pace reaches within days or weeks of real time: a plan left running then still answers."""
+        try:
+            return self.calendar_origin + (real - self.real_origin) * self.speed
+        except OverflowError:
+            return datetime.max.replace(tzinfo=UTC)
 
     def real_at(self, calendar: datetime) -> datetime:
         """The real moment at which the calendar reads ``calendar``."""

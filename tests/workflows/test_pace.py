@@ -56,6 +56,16 @@ def test_a_pace_maps_real_time_to_calendar_time_and_back() -> None:
     ) + timedelta(hours=7)
 
 
+def test_a_fast_calendar_stops_at_the_end_of_year_9999_instead_of_failing_its_workflows() -> None:
+    real = datetime(2030, 5, 1, 12, tzinfo=UTC)
+    pace = Pace(speed=10_000_000, calendar_origin=datetime(2026, 10, 1, tzinfo=UTC), real_origin=real)
+    end = datetime.max.replace(tzinfo=UTC)
+    # A year every three seconds: some 8,000 years are left after an hour, none after a day.
+    assert pace.calendar_at(real + timedelta(hours=1)) < end
+    assert pace.calendar_at(real + timedelta(days=1)) == end
+    assert pace.calendar_at(real + timedelta(days=365_000)) == end
+
+
 @pytest.mark.parametrize("speed", [0, 0.5, 1e9])
 def test_a_pace_outside_its_range_is_refused(speed: float) -> None:
     with pytest.raises(ValueError, match="speed"):
