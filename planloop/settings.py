@@ -80,8 +80,8 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(default="INFO", description="Level of planloop's own logs.")
     audit_key_file: Path | None = Field(
         default=None,
-        description="PEM file of the Ed25519 key that signs audit checkpoints; generated (mode 0600) on first "
-        "use. Unset: audit-key.pem in the data folder.",
+        description="PEM file of the Ed25519 key that signs audit checkpoints; generated (mode 0600) on "
+        "first use. Unset: audit-key.pem in the data folder.",
     )
     audit_checkpoint_interval: float = Field(
         default=300.0,
