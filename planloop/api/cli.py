@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from planloop.errors import PlanloopError
@@ -21,7 +22,10 @@ from .cli_client import (
     IdempotencyOption,
     JsonOption,
     TokenOption,
+    add_data_row,
+    answer,
     api_client,
+    ask,
     call,
     idempotency,
     out,
@@ -112,10 +116,9 @@ def create_token_command(
         }
         sys.stdout.write(json.dumps(shown) + "\n")
         return
-    out.print(
-        f"token for [bold]{principal}[/] ({', '.join(sorted(r.value for r in roles))}; "
-        f"{'scopes ' + ', '.join(scope) if scope else 'the whole company'}):"
-    )
+    reach = "scopes " + ", ".join(scope) if scope else "the whole company"
+    held = ", ".join(sorted(r.value for r in roles))
+    out.print(f"token for [bold]{escape(principal)}[/] ({held}; {escape(reach)}):")
     sys.stdout.write(token + "\n")
     out.print("[dim]Store it now: it is not shown again. Send it as 'Authorization: Bearer <token>'.[/]")
 
@@ -140,7 +143,7 @@ def revoke_token_command(
         finally:
             await conn.close()
 
-    out.print(f"revoked {asyncio.run(revoke())} token(s) of {principal}")
+    out.print(f"revoked {asyncio.run(revoke())} token(s) of {escape(principal)}")
 
 
 # -- the API's client --------------------------------------------------------------------------------------
@@ -161,15 +164,33 @@ def open_cycle(
     except OSError as exc:
         raise PlanloopError(f"cannot read {file} ({exc.strerror})") from None
     headers = idempotency(idempotency_key)
-    with api_client(api_url, token) as client:
-        opened = call(client, "POST", "/cycles/upload", files={"file": (file.name, raw)}, headers=headers)
-    if as_json:
-        print_json(opened)
-        return
-    out.print(
-        f"opened cycle [bold]{opened['cycle_id']}[/] with {len(opened['plans'])} plans: "
-        f"{', '.join(opened['plans'])}"
+    opened = ask(api_url, token, "POST", "/cycles/upload", files={"file": (file.name, raw)}, headers=headers)
+    answer(
+        opened,
+        as_json,
+        f"opened cycle [bold]{escape(opened['cycle_id'])}[/] with {len(opened['plans'])} plans: "
+        f"{escape(', '.join(opened['plans']))}",
     )
+
+
+def revisions_table(revisions: list[dict[str, Any]], title: str) -> Table:
+    """A plan's revisions, one a row: who, when, why, what changed and the start of the content hash."""
+    table = Table(title=escape(title))
+    for column in ("#", "iteration", "author", "at", "source", "reason", "changed", "hash"):
+        table.add_column(column)
+    for r in revisions:
+        add_data_row(
+            table,
+            str(r["number"]),
+            str(r["iteration"]),
+            r["author"],
+            short_time(r["at"]),
+            r["source"] + (f" (by {r['counter_proposal_by']})" if r["counter_proposal_by"] else ""),
+            r["reason"],
+            ", ".join(r["changed_fields"]) or "-",
+            r["content_hash"][:12],
+        )
+    return table
 
 
 @plan_app.command("show")
@@ -191,28 +212,15 @@ def show_plan(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("Plan", plan["plan_id"])
-    grid.add_row("Phase", f"{plan['phase']} (iteration {plan['iteration']})")
-    grid.add_row("Authors", ", ".join(plan["authors"]))
+    add_data_row(grid, "Plan", plan["plan_id"])
+    add_data_row(grid, "Phase", f"{plan['phase']} (iteration {plan['iteration']})")
+    add_data_row(grid, "Authors", ", ".join(plan["authors"]))
     if plan["current_gate"]:
         gate = plan["current_gate"]["gate"]
-        grid.add_row("Gate", f"{gate['name']}: {', '.join(gate['approvers'])} (due {gate['deadline']})")
-    grid.add_row("Signed off", str(plan["signed_off_revision"] or "-"))
+        add_data_row(grid, "Gate", f"{gate['name']}: {', '.join(gate['approvers'])} (due {gate['deadline']})")
+    add_data_row(grid, "Signed off", str(plan["signed_off_revision"] or "-"))
     out.print(grid)
-    table = Table(title="Revisions")
-    for column in ("#", "iteration", "author", "at", "source", "reason", "changed"):
-        table.add_column(column)
-    for r in revisions:
-        table.add_row(
-            str(r["number"]),
-            str(r["iteration"]),
-            r["author"],
-            short_time(r["at"]),
-            r["source"],
-            r["reason"],
-            ", ".join(r["changed_fields"]),
-        )
-    out.print(table)
+    out.print(revisions_table(revisions, "Revisions"))
 
 
 @plan_app.command("command")
@@ -235,23 +243,20 @@ def send_command(
         fields = json.loads(file.read_text() if file else (data or "{}"))
     except (OSError, ValueError) as exc:
         raise PlanloopError(f"the command's fields are not readable JSON ({exc})") from None
-    headers = idempotency(idempotency_key)
-    with api_client(api_url, token) as client:
-        result = call(
-            client,
-            "POST",
-            f"/cycles/{cycle_id}/plans/{unit_id}/commands/{command}",
-            json=fields,
-            headers=headers,
-        )
-    if as_json:
-        print_json(result)
-        return
-    out.print(
-        f"{result['command']}: {', '.join(result['events']) or 'nothing changed'} "
-        f"[dim](phase {result['phase']}, revision {result['revision']}, version {result['stream_version']}"
-        f"{', a repeat' if result['duplicate'] else ''})[/]"
+    result = ask(
+        api_url,
+        token,
+        "POST",
+        f"/cycles/{cycle_id}/plans/{unit_id}/commands/{command}",
+        json=fields,
+        headers=idempotency(idempotency_key),
     )
+    where = (
+        f"phase {result['phase']}, revision {result['revision']}, version {result['stream_version']}"
+        f"{', a repeat' if result['duplicate'] else ''}"
+    )
+    changed = ", ".join(result["events"]) or "nothing changed"
+    answer(result, as_json, f"{escape(result['command'])}: {escape(changed)} [dim]({escape(where)})[/]")
 
 
 def serve(settings: Settings) -> None:

@@ -1,6 +1,10 @@
 """What every command of the `planloop` CLI shares: the error decorator (one line on stderr, exit 1), the
-consoles, the options naming the API and the token, and the HTTP client that turns the API's
-``{"code", "message"}`` answers into that one line."""
+consoles, the options naming the API and the token, the HTTP client that turns the API's
+``{"code", "message"}`` answers into that one line, and the printing of answers.
+
+What the API sends is data, never rich markup: an actor ``svc[erp]`` must show as sent, and one holding
+``[/]`` must not break the command. So data goes into a line through ``rich.markup.escape`` and into a
+table through ``add_data_row`` (every cell plain text unless it is a ``Text`` styled on purpose)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.table import Table
 from rich.text import Text
 
 from planloop.errors import PlanloopError
@@ -90,6 +95,12 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
     return body
 
 
+def ask(api_url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    """One request to the API, with a client of its own: the JSON answer (see ``call``)."""
+    with api_client(api_url, token) as client:
+        return call(client, method, path, **kwargs)
+
+
 def idempotency(key: str | None) -> dict[str, str]:
     return {"Idempotency-Key": key} if key else {}
 
@@ -98,6 +109,22 @@ def print_json(data: Any) -> None:
     """One line of JSON on stdout: what `--json` prints, for scripts (``jq`` reads it)."""
     sys.stdout.write(json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
+
+
+def answer(data: Any, as_json: bool, *shown: RenderableType) -> None:
+    """What a command prints: ``data`` as one line of JSON with --json, else what is ``shown`` to a person
+    (tables, or lines of rich markup with the API's data in them escaped)."""
+    if as_json:
+        print_json(data)
+        return
+    for renderable in shown:
+        out.print(renderable, highlight=False)
+
+
+def add_data_row(table: Table, *cells: str | Text) -> None:
+    """A table row of the API's data: a str cell is shown as it is (never read as markup); a ``Text``
+    cell keeps its style (``Text("paused", style="yellow")``)."""
+    table.add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in cells))
 
 
 def short_time(value: str | None) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from planloop.errors import PlanloopError
 
@@ -16,8 +18,9 @@ from .cli_client import (
     IdempotencyOption,
     JsonOption,
     TokenOption,
-    api_client,
-    call,
+    add_data_row,
+    answer,
+    ask,
     idempotency,
     out,
     print_json,
@@ -28,23 +31,17 @@ from .cli_client import (
 CycleArgument = Annotated[str, typer.Argument(help="The cycle, e.g. FY2027.")]
 
 
-def _cycle(api_url: str | None, token: str | None, cycle_id: str) -> Any:
-    with api_client(api_url, token) as client:
-        return call(client, "GET", f"/cycles/{cycle_id}")
-
-
 def _progress_table(progress: dict[str, Any]) -> Table:
-    table = Table(
-        title=f"cycle {progress['cycle_id']}: {progress['started']} of {progress['plans']} plans started"
-    )
+    started = f"{progress['started']} of {progress['plans']} plans started"
+    table = Table(title=escape(f"cycle {progress['cycle_id']}: {started}"))
     table.add_column("where")
     table.add_column("plans", justify="right")
     for phase, count in sorted(progress["phases"].items(), key=lambda kv: (-kv[1], kv[0])):
-        table.add_row(phase, str(count))
+        add_data_row(table, phase, str(count))
     table.add_section()
-    table.add_row("signed off", str(progress["signed_off"]))
-    table.add_row("escalated", str(progress["escalated"]))
-    table.add_row("overdue", str(progress["overdue"]))
+    add_data_row(table, "signed off", str(progress["signed_off"]))
+    add_data_row(table, "escalated", str(progress["escalated"]))
+    add_data_row(table, "overdue", str(progress["overdue"]))
     return table
 
 
@@ -57,7 +54,7 @@ def show_cycle(
     as_json: JsonOption = False,
 ) -> None:
     """The cycle: open or closed, its calendar (months, gate deadlines) and its progress."""
-    cycle = _cycle(api_url, token, cycle_id)
+    cycle = ask(api_url, token, "GET", f"/cycles/{cycle_id}")
     if as_json:
         print_json(cycle)
         return
@@ -65,19 +62,19 @@ def show_cycle(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row(
-        "Cycle", f"{cycle['cycle_id']} ({'[red]closed[/]' if cycle['closed'] else '[green]open[/]'})"
-    )
-    grid.add_row("Plans", str(cycle["plans"]))
-    grid.add_row(
+    state = Text("closed", style="red") if cycle["closed"] else Text("open", style="green")
+    add_data_row(grid, "Cycle", Text.assemble(cycle["cycle_id"], " (", state, ")"))
+    add_data_row(grid, "Plans", str(cycle["plans"]))
+    add_data_row(
+        grid,
         "Execution",
         f"{calendar['execution_months']} months from {calendar['execution_start']} "
         f"(actuals close on day {calendar['monthly_close_day']})",
     )
-    grid.add_row("Strategy window", short_time(calendar.get("strategy_window_opens")))
-    grid.add_row("Approval deadline", short_time(calendar.get("approval_deadline")))
+    add_data_row(grid, "Strategy window", short_time(calendar.get("strategy_window_opens")))
+    add_data_row(grid, "Approval deadline", short_time(calendar.get("approval_deadline")))
     for gate in calendar.get("gate_deadlines") or []:
-        grid.add_row(f"  {gate['level']} gate", short_time(gate["at"]))
+        add_data_row(grid, f"  {gate['level']} gate", short_time(gate["at"]))
     out.print(grid)
     if cycle["progress"]:
         out.print(_progress_table(cycle["progress"]))
@@ -94,15 +91,12 @@ def cycle_progress(
     as_json: JsonOption = False,
 ) -> None:
     """Where the cycle's plans stand: how many in each phase, signed off, escalated, overdue."""
-    progress = _cycle(api_url, token, cycle_id)["progress"]
+    progress = ask(api_url, token, "GET", f"/cycles/{cycle_id}")["progress"]
     if progress is None:
         raise PlanloopError(
             f"cycle {cycle_id}'s workflow did not answer; retry shortly (`cycle show` reads the rest)"
         )
-    if as_json:
-        print_json(progress)
-        return
-    out.print(_progress_table(progress))
+    answer(progress, as_json, _progress_table(progress))
 
 
 def _money(amounts: dict[str, Any]) -> str:
@@ -122,23 +116,23 @@ def cycle_rollup(
     as_json: JsonOption = False,
 ) -> None:
     """A unit's consolidated figures: forecast, budget, program cost, targets, actuals to date, phases."""
-    with api_client(api_url, token) as client:
-        rollup = call(client, "GET", f"/cycles/{cycle_id}/rollup", params={"unit": unit} if unit else None)
+    rollup = ask(api_url, token, "GET", f"/cycles/{cycle_id}/rollup", params={"unit": unit} if unit else None)
     if as_json:
         print_json(rollup)
         return
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("Unit", f"{rollup['unit_id']} ({len(rollup['plans'])} plan(s) with figures)")
-    grid.add_row("Forecast", _money(rollup["forecast"]))
-    grid.add_row("Budget", _money(rollup["budget"]))
-    grid.add_row("Program cost", _money(rollup["program_cost"]))
-    grid.add_row("Revenue to date", _money(rollup.get("revenue_actual_to_date") or {}))
-    grid.add_row("Year-end extrapolation", _money(rollup.get("year_end_extrapolation") or {}))
+    add_data_row(grid, "Unit", f"{rollup['unit_id']} ({len(rollup['plans'])} plan(s) with figures)")
+    add_data_row(grid, "Forecast", _money(rollup["forecast"]))
+    add_data_row(grid, "Budget", _money(rollup["budget"]))
+    add_data_row(grid, "Program cost", _money(rollup["program_cost"]))
+    add_data_row(grid, "Revenue to date", _money(rollup.get("revenue_actual_to_date") or {}))
+    add_data_row(grid, "Year-end extrapolation", _money(rollup.get("year_end_extrapolation") or {}))
     phases = rollup.get("phases") or {}
-    grid.add_row("Phases", ", ".join(f"{p} {n}" for p, n in sorted(phases.items())) or "-")
-    grid.add_row(
+    add_data_row(grid, "Phases", ", ".join(f"{p} {n}" for p, n in sorted(phases.items())) or "-")
+    add_data_row(
+        grid,
         "Signed off / escalated / overdue",
         f"{rollup.get('signed_off', 0)} / {rollup.get('escalated', 0)} / {rollup.get('overdue', 0)}",
     )
@@ -149,7 +143,7 @@ def cycle_rollup(
         table.add_column("total", justify="right")
         table.add_column("unit")
         for target in rollup["targets"]:
-            table.add_row(target["metric"], str(target["total"]), target["unit"])
+            add_data_row(table, target["metric"], str(target["total"]), target["unit"])
         out.print(table)
 
 
@@ -166,17 +160,13 @@ def close_cycle(
     as_json: JsonOption = False,
 ) -> None:
     """Close the cycle: every plan still open is closed with the reason (roles: leadership, admin)."""
-    with api_client(api_url, token) as client:
-        result = call(
-            client,
-            "POST",
-            f"/cycles/{cycle_id}/commands/CloseCycle",
-            json={"reason": reason},
-            headers=idempotency(idempotency_key),
-        )
-    if as_json:
-        print_json(result)
-        return
-    out.print(
-        f"closed cycle [bold]{cycle_id}[/]: {', '.join(result.get('events') or []) or 'nothing changed'}"
+    result = ask(
+        api_url,
+        token,
+        "POST",
+        f"/cycles/{cycle_id}/commands/CloseCycle",
+        json={"reason": reason},
+        headers=idempotency(idempotency_key),
     )
+    changed = ", ".join(result.get("events") or []) or "nothing changed"
+    answer(result, as_json, f"closed cycle [bold]{escape(cycle_id)}[/]: {escape(changed)}")

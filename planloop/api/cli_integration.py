@@ -8,7 +8,9 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from planloop.errors import PlanloopError
 
@@ -17,7 +19,10 @@ from .cli_client import (
     IdempotencyOption,
     JsonOption,
     TokenOption,
+    add_data_row,
+    answer,
     api_client,
+    ask,
     call,
     err,
     idempotency,
@@ -46,7 +51,8 @@ MAX_WAIT = 30.0
 
 def _event_row(table: Table, event: dict[str, Any]) -> None:
     actor = (event.get("metadata") or {}).get("actor") or event["data"].get("actor") or "-"
-    table.add_row(
+    add_data_row(
+        table,
         str(event["position"]),
         short_time(event["recorded_at"]),
         event["stream_id"],
@@ -119,8 +125,8 @@ def _show_page(events: list[dict[str, Any]], as_json: bool, follow: bool) -> Non
         for event in events:  # one line per event as it comes, so a follower can be piped and grepped
             actor = (event.get("metadata") or {}).get("actor") or "-"
             out.print(
-                f"{event['position']:>8}  {short_time(event['recorded_at'])}  {event['stream_id']}  "
-                f"[bold]{event['type']}[/]  {actor}",
+                f"{event['position']:>8}  {short_time(event['recorded_at'])}  {escape(event['stream_id'])}  "
+                f"[bold]{escape(event['type'])}[/]  {escape(str(actor))}",
                 highlight=False,
             )
     elif events:
@@ -133,7 +139,7 @@ def _print_cursor(cursor: str, as_json: bool) -> None:
     if as_json:
         print_json({"next_cursor": cursor})
     else:
-        err.print(f"resume with: planloop events --after {cursor}", highlight=False, soft_wrap=True)
+        err.print(f"resume with: planloop events --after {escape(cursor)}", highlight=False, soft_wrap=True)
 
 
 # -- outbound webhooks ------------------------------------------------------------------------------------
@@ -144,11 +150,12 @@ def _subscriptions_table(subscriptions: list[dict[str, Any]]) -> Table:
     for column in ("id", "url", "events", "state", "since"):
         table.add_column(column, no_wrap=column == "id", overflow="fold")
     for s in subscriptions:
-        table.add_row(
+        add_data_row(
+            table,
             s["id"],
             s["url"],
             ", ".join(s["event_types"]) if s["event_types"] else "all",
-            "[green]active[/]" if s["active"] else "[yellow]paused[/]",
+            Text("active", style="green") if s["active"] else Text("paused", style="yellow"),
             short_time(s["created_at"]),
         )
     return table
@@ -179,15 +186,15 @@ def subscribe(
         body["event_types"] = event_type
     if secret:
         body["secret"] = secret
-    with api_client(api_url, token) as client:
-        created = call(
-            client, "POST", "/webhooks/subscriptions", json=body, headers=idempotency(idempotency_key)
-        )
-    if as_json:
-        print_json(created)
-        return
-    out.print(f"subscribed [bold]{created['url']}[/] as {created['id']}")
-    out.print(f"signing secret (shown only now): {created['secret']}", highlight=False)
+    created = ask(
+        api_url, token, "POST", "/webhooks/subscriptions", json=body, headers=idempotency(idempotency_key)
+    )
+    answer(
+        created,
+        as_json,
+        f"subscribed [bold]{escape(created['url'])}[/] as {escape(created['id'])}",
+        f"signing secret (shown only now): {escape(created['secret'])}",
+    )
 
 
 @webhook_app.command("list")
@@ -196,24 +203,16 @@ def list_subscriptions(
     api_url: ApiUrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """Every subscription, oldest first (without secrets)."""
-    with api_client(api_url, token) as client:
-        subscriptions = call(client, "GET", "/webhooks/subscriptions")
-    if as_json:
-        print_json(subscriptions)
-        return
-    out.print(_subscriptions_table(subscriptions))
+    subscriptions = ask(api_url, token, "GET", "/webhooks/subscriptions")
+    answer(subscriptions, as_json, _subscriptions_table(subscriptions))
 
 
 def _set_active(
     subscription_id: str, action: str, api_url: str | None, token: str | None, as_json: bool
 ) -> None:
-    with api_client(api_url, token) as client:
-        changed = call(client, "POST", f"/webhooks/subscriptions/{subscription_id}/{action}")
-    if as_json:
-        print_json(changed)
-        return
+    changed = ask(api_url, token, "POST", f"/webhooks/subscriptions/{subscription_id}/{action}")
     state = "active" if changed["active"] else "paused (its deliveries wait in the queue)"
-    out.print(f"subscription {changed['id']} ({changed['url']}) is {state}")
+    answer(changed, as_json, f"subscription {escape(changed['id'])} ({escape(changed['url'])}) is {state}")
 
 
 @webhook_app.command("pause")
@@ -249,12 +248,8 @@ def delete(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a subscription and its deliveries (pending ones are never sent; `webhook pause` keeps them)."""
-    with api_client(api_url, token) as client:
-        call(client, "DELETE", f"/webhooks/subscriptions/{subscription_id}")
-    if as_json:
-        print_json({"deleted": subscription_id})
-        return
-    out.print(f"deleted subscription {subscription_id}")
+    ask(api_url, token, "DELETE", f"/webhooks/subscriptions/{subscription_id}")
+    answer({"deleted": subscription_id}, as_json, f"deleted subscription {escape(subscription_id)}")
 
 
 @webhook_app.command("deliveries")
@@ -274,21 +269,21 @@ def deliveries(
     params: dict[str, Any] = {"limit": limit}
     if status:
         params["status"] = status
-    with api_client(api_url, token) as client:
-        found = call(client, "GET", f"/webhooks/subscriptions/{subscription_id}/deliveries", params=params)
+    found = ask(api_url, token, "GET", f"/webhooks/subscriptions/{subscription_id}/deliveries", params=params)
     if as_json:
         print_json(found)
         return
     counts = ", ".join(f"{n} {s}" for s, n in sorted(found["counts"].items())) or "none yet"
-    table = Table(title=f"deliveries of {subscription_id} ({counts})")
+    table = Table(title=escape(f"deliveries of {subscription_id} ({counts})"))
     for column in ("event", "type", "status", "attempts", "next attempt", "delivered", "last error"):
         table.add_column(column, overflow="fold")
     styles = {"delivered": "green", "pending": "yellow", "failed": "red"}
     for d in found["deliveries"]:
-        table.add_row(
+        add_data_row(
+            table,
             d["event_id"][:8],
             d["event_type"],
-            f"[{styles.get(d['status'], '')}]{d['status']}[/]",
+            Text(d["status"], style=styles.get(d["status"], "")),
             str(d["attempts"]),
             short_time(d["next_attempt_at"]) if d["status"] == "pending" else "-",
             short_time(d["delivered_at"]),
@@ -325,13 +320,13 @@ def register_source(
         body["secret"] = secret
     if actor:
         body["actor"] = actor
-    with api_client(api_url, token) as client:
-        registered = call(client, "POST", "/inbound/sources", json=body)
-    if as_json:
-        print_json(registered)
-        return
-    out.print(f"registered [bold]{registered['source']}[/]: it posts to {registered['url']}", highlight=False)
-    out.print(f"shared secret (shown only now): {registered['secret']}", highlight=False)
+    registered = ask(api_url, token, "POST", "/inbound/sources", json=body)
+    answer(
+        registered,
+        as_json,
+        f"registered [bold]{escape(registered['source'])}[/]: it posts to {escape(registered['url'])}",
+        f"shared secret (shown only now): {escape(registered['secret'])}",
+    )
 
 
 @inbound_app.command("list")
@@ -340,8 +335,7 @@ def list_sources(
     api_url: ApiUrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """The registered inbound sources (without their secrets)."""
-    with api_client(api_url, token) as client:
-        sources = call(client, "GET", "/inbound/sources")
+    sources = ask(api_url, token, "GET", "/inbound/sources")
     if as_json:
         print_json(sources)
         return
@@ -349,7 +343,8 @@ def list_sources(
     for column in ("source", "actor", "scopes", "registered by", "since"):
         table.add_column(column)
     for s in sources:
-        table.add_row(
+        add_data_row(
+            table,
             s["source"],
             s["actor"],
             ", ".join(s["scopes"]) or "all",
@@ -370,9 +365,5 @@ def revoke_source(
     """Revoke a source: its requests are refused from now on."""
     if not source.strip():
         raise PlanloopError("name the source to revoke (`planloop inbound list` shows them)")
-    with api_client(api_url, token) as client:
-        call(client, "DELETE", f"/inbound/sources/{source}")
-    if as_json:
-        print_json({"revoked": source})
-        return
-    out.print(f"revoked inbound source {source}")
+    ask(api_url, token, "DELETE", f"/inbound/sources/{source}")
+    answer({"revoked": source}, as_json, f"revoked inbound source {escape(source)}")

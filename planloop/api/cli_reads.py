@@ -10,17 +10,20 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from planloop.errors import PlanloopError
 
-from .cli import plan_app
+from .cli import plan_app, revisions_table
 from .cli_client import (
     ApiUrlOption,
     JsonOption,
     TokenOption,
-    api_client,
-    call,
+    add_data_row,
+    answer,
+    ask,
     out,
     print_json,
     short_time,
@@ -38,12 +41,11 @@ PHASES = (
 
 
 def _get(api_url: str | None, token: str | None, path: str, params: dict[str, Any] | None = None) -> Any:
-    with api_client(api_url, token) as client:
-        return call(client, "GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
+    return ask(api_url, token, "GET", path, params={k: v for k, v in (params or {}).items() if v is not None})
 
 
-def _yes(value: bool) -> str:
-    return "[red]yes[/]" if value else "-"
+def _yes(value: bool) -> Text:
+    return Text("yes", style="red") if value else Text("-")
 
 
 @plan_app.command("list")
@@ -91,7 +93,7 @@ def list_plans(
         print_json(listed)
         return
     shown = len(listed["plans"])
-    table = Table(title=f"cycle {listed['cycle_id']}: {shown} of {listed['total']} plan(s)")
+    table = Table(title=escape(f"cycle {listed['cycle_id']}: {shown} of {listed['total']} plan(s)"))
     for column in (
         "unit",
         "level",
@@ -113,7 +115,8 @@ def list_plans(
             overdue_parts.append(f"{p['explanations_overdue']} explanation(s)")
         if p["overdue"] and not overdue_parts:
             overdue_parts.append("gate")
-        table.add_row(
+        add_data_row(
+            table,
             p["unit_id"],
             p["level"],
             p["phase"] or "-",
@@ -123,7 +126,7 @@ def list_plans(
             ", ".join(p["pending_approvers"]) or "-",
             short_time(p["gate_due_at"]),
             _yes(p["escalated"]),
-            f"[red]{'; '.join(overdue_parts)}[/]" if overdue_parts else "-",
+            Text("; ".join(overdue_parts), style="red") if overdue_parts else "-",
         )
     out.print(table)
 
@@ -139,24 +142,8 @@ def list_revisions(
 ) -> None:
     """Every revision of a plan, across iterations, oldest first: who, when, why, and what changed."""
     revisions = _get(api_url, token, f"/cycles/{cycle_id}/plans/{unit_id}/revisions")
-    if as_json:
-        print_json(revisions)
-        return
-    table = Table(title=f"plan {unit_id} of {cycle_id}: {len(revisions)} revision(s)")
-    for column in ("#", "iteration", "author", "at", "source", "reason", "changed", "hash"):
-        table.add_column(column)
-    for r in revisions:
-        table.add_row(
-            str(r["number"]),
-            str(r["iteration"]),
-            r["author"],
-            short_time(r["at"]),
-            r["source"] + (f" (by {r['counter_proposal_by']})" if r["counter_proposal_by"] else ""),
-            r["reason"],
-            ", ".join(r["changed_fields"]) or "-",
-            r["content_hash"][:12],
-        )
-    out.print(table)
+    title = f"plan {unit_id} of {cycle_id}: {len(revisions)} revision(s)"
+    answer(revisions, as_json, revisions_table(revisions, title))
 
 
 @plan_app.command("revision")
@@ -178,12 +165,12 @@ def show_revision(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("Revision", f"{revision['number']} (iteration {revision['iteration']})")
-    grid.add_row("Author", f"{revision['author']}, {short_time(revision['at'])}")
-    grid.add_row("Reason", revision["reason"])
-    grid.add_row("Content hash", revision["content_hash"])
-    grid.add_row("Changed", ", ".join(revision["diff"]["changed_fields"]) or "-")
-    grid.add_row("Sections", ", ".join(k for k, v in content.items() if v) or "-")
+    add_data_row(grid, "Revision", f"{revision['number']} (iteration {revision['iteration']})")
+    add_data_row(grid, "Author", f"{revision['author']}, {short_time(revision['at'])}")
+    add_data_row(grid, "Reason", revision["reason"])
+    add_data_row(grid, "Content hash", revision["content_hash"])
+    add_data_row(grid, "Changed", ", ".join(revision["diff"]["changed_fields"]) or "-")
+    add_data_row(grid, "Sections", ", ".join(k for k, v in content.items() if v) or "-")
     out.print(grid)
     out.print("[dim]The full content: add --json.[/]")
 
@@ -191,7 +178,8 @@ def show_revision(
 def _changes(table: Table, kind: str, changes: list[dict[str, Any]]) -> None:
     for c in changes:
         pct = c.get("change_pct")
-        table.add_row(
+        add_data_row(
+            table,
             kind,
             c["key"],
             "-" if c["old"] is None else str(c["old"]),
@@ -224,9 +212,9 @@ def diff_revisions(
     diff = compared["diff"]
     title = f"plan {unit_id} of {cycle_id}: revision {compared['from_revision']} -> {compared['to_revision']}"
     if not diff["changed_fields"]:
-        out.print(f"{title}: no change")
+        out.print(f"{escape(title)}: no change")
         return
-    out.print(f"[bold]{title}[/]: changed {', '.join(diff['changed_fields'])}")
+    out.print(f"[bold]{escape(title)}[/]: changed {escape(', '.join(diff['changed_fields']))}")
     table = Table()
     for column in ("what", "key", "from", "to", "change"):
         table.add_column(column)
@@ -234,9 +222,9 @@ def diff_revisions(
     _changes(table, "forecast", diff["forecast_changes"])
     _changes(table, "budget", diff["budget_changes"])
     for name in diff["programs_added"]:
-        table.add_row("program", name, "-", "added", "")
+        add_data_row(table, "program", name, "-", "added", "")
     for name in diff["programs_dropped"]:
-        table.add_row("program", name, "dropped", "-", "")
+        add_data_row(table, "program", name, "dropped", "-", "")
     if table.row_count:
         out.print(table)
 
@@ -256,15 +244,18 @@ def inbox(
         print_json(found)
         return
     if not found["items"]:
-        out.print(f"nothing waits on {found['approver']}")
+        out.print(f"nothing waits on {escape(found['approver'])}")
         return
-    table = Table(title=f"{found['total']} approval(s) waiting on {found['approver']}")
+    table = Table(title=escape(f"{found['total']} approval(s) waiting on {found['approver']}"))
     for column in ("cycle", "unit", "gate", "rev", "due", "via", "content hash"):
         table.add_column(column, no_wrap=column == "content hash")
     for item in found["items"]:
         via = item["via"] if item["via"] == "seat" else f"{item['via']} ({item['seat']})"
-        due = short_time(item["due_at"]) + (" [red]escalated[/]" if item["escalated"] else "")
-        table.add_row(
+        due = Text(short_time(item["due_at"]))
+        if item["escalated"]:
+            due.append(" escalated", style="red")
+        add_data_row(
+            table,
             item["cycle_id"],
             item["unit_id"],
             item["gate_id"],
@@ -298,20 +289,20 @@ def tracking(
         print_json(found)
         return
     if not found["lines"]:
-        out.print(f"plan {unit_id} of {cycle_id} tracks nothing yet" + (f" for {measure}" if measure else ""))
+        nothing = f"plan {unit_id} of {cycle_id} tracks nothing yet" + (f" for {measure}" if measure else "")
+        out.print(escape(nothing))
         return
-    table = Table(title=f"tracking of plan {unit_id} in {cycle_id}")
+    table = Table(title=escape(f"tracking of plan {unit_id} in {cycle_id}"))
     for column in ("measure", "month", "target", "actual", "status", "source"):
         table.add_column(column, justify="right" if column in ("target", "actual") else "left")
     for line in found["lines"]:
-        style = _STATUS_STYLE.get(line["status"], "")
-        status = f"[{style}]{line['status']}[/]" if style else line["status"]
-        table.add_row(
+        add_data_row(
+            table,
             line["measure"],
             line["month"],
             "-" if line["target"] is None else str(line["target"]),
             "-" if line["actual"] is None else str(line["actual"]),
-            status,
+            Text(line["status"], style=_STATUS_STYLE.get(line["status"], "")),
             line["source"] or "-",
         )
     out.print(table)

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from planloop.errors import PlanloopError
 
@@ -18,8 +20,9 @@ from .cli_client import (
     IdempotencyOption,
     JsonOption,
     TokenOption,
-    api_client,
-    call,
+    add_data_row,
+    answer,
+    ask,
     idempotency,
     out,
     print_json,
@@ -70,9 +73,12 @@ def _table(schedules: list[dict[str, Any]]) -> Table:
     for s in schedules:
         request = s["request"]
         target = request.get("cycle_id") or (request.get("template") or {}).get("cycle_id_pattern") or "-"
-        state = "-" if s["paused"] is None else ("[yellow]paused[/]" if s["paused"] else "[green]active[/]")
+        state = Text("-")
+        if s["paused"] is not None:
+            state = Text("paused", style="yellow") if s["paused"] else Text("active", style="green")
         last = s["recent_firings"][-1]["started_at"] if s["recent_firings"] else None
-        table.add_row(
+        add_data_row(
+            table,
             s["schedule_id"],
             s["kind"],
             target,
@@ -128,13 +134,14 @@ def create(
     when = _when(cron, month, day, hour, minute, time_zone)
     if when is not None:
         body["when"] = when
-    with api_client(api_url, token) as client:
-        created = call(client, "POST", "/schedules", json=body, headers=idempotency(idempotency_key))
-    if as_json:
-        print_json(created)
-        return
+    created = ask(api_url, token, "POST", "/schedules", json=body, headers=idempotency(idempotency_key))
     following = ", ".join(short_time(t) for t in created["next_firings"][:3]) or "-"
-    out.print(f"created schedule [bold]{created['schedule_id']}[/] ({created['kind']}); next: {following}")
+    answer(
+        created,
+        as_json,
+        f"created schedule [bold]{escape(created['schedule_id'])}[/] ({escape(created['kind'])}); "
+        f"next: {escape(following)}",
+    )
 
 
 @schedule_app.command("list")
@@ -143,12 +150,8 @@ def list_schedules(
     api_url: ApiUrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """planloop's schedules with their next and recent firings."""
-    with api_client(api_url, token) as client:
-        schedules = call(client, "GET", "/schedules")
-    if as_json:
-        print_json(schedules)
-        return
-    out.print(_table(schedules))
+    schedules = ask(api_url, token, "GET", "/schedules")
+    answer(schedules, as_json, _table(schedules))
 
 
 @schedule_app.command("show")
@@ -160,16 +163,15 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """One schedule: what it does, its next five firings and the recent ones."""
-    with api_client(api_url, token) as client:
-        schedule = call(client, "GET", f"/schedules/{schedule_id}")
+    schedule = ask(api_url, token, "GET", f"/schedules/{schedule_id}")
     if as_json:
         print_json(schedule)
         return
     out.print(_table([schedule]))
     if schedule["next_firings"]:
-        out.print("next: " + ", ".join(short_time(t) for t in schedule["next_firings"]))
+        out.print("next: " + escape(", ".join(short_time(t) for t in schedule["next_firings"])))
     for firing in schedule["recent_firings"]:
-        out.print(f"fired {short_time(firing['started_at'])}: {firing['workflow_id']}", highlight=False)
+        out.print(f"fired {escape(short_time(firing['started_at']))}: {escape(firing['workflow_id'])}")
 
 
 @schedule_app.command("trigger")
@@ -181,12 +183,12 @@ def trigger(
     as_json: JsonOption = False,
 ) -> None:
     """Fire the schedule now, besides its calendar (also when paused)."""
-    with api_client(api_url, token) as client:
-        schedule = call(client, "POST", f"/schedules/{schedule_id}/trigger")
-    if as_json:
-        print_json(schedule)
-        return
-    out.print(f"triggered schedule [bold]{schedule['schedule_id']}[/] ({schedule['kind']})")
+    schedule = ask(api_url, token, "POST", f"/schedules/{schedule_id}/trigger")
+    answer(
+        schedule,
+        as_json,
+        f"triggered schedule [bold]{escape(schedule['schedule_id'])}[/] ({escape(schedule['kind'])})",
+    )
 
 
 @schedule_app.command("delete")
@@ -198,9 +200,5 @@ def delete(
     as_json: JsonOption = False,
 ) -> None:
     """Delete the schedule; what it started (a cycle it opened) keeps running."""
-    with api_client(api_url, token) as client:
-        call(client, "DELETE", f"/schedules/{schedule_id}")
-    if as_json:
-        print_json({"deleted": schedule_id})
-        return
-    out.print(f"deleted schedule {schedule_id}")
+    ask(api_url, token, "DELETE", f"/schedules/{schedule_id}")
+    answer({"deleted": schedule_id}, as_json, f"deleted schedule {escape(schedule_id)}")

@@ -19,7 +19,8 @@ from tests.workflows import scenario
 
 
 def planloop(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args), env=env)
+    # Wide enough that rich does not fold the revision table's cells.
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "220", **(env or {})})
     return result.exit_code, result.output
 
 
