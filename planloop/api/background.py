@@ -26,7 +26,7 @@ import httpx
 
 from eventstore import EventStore
 from planloop.integration import FeedNotifier, WebhookDispatcher, WebhookSender
-from planloop.integration.webhooks import resolved_target_refusal
+from planloop.integration.webhooks import check_target
 from planloop.logging import get_logger
 from planloop.readmodels import Projection, Projector, all_projections
 
@@ -128,7 +128,7 @@ async def background_work(
     else:
         log.warning("no database URL: long polls of GET /events poll instead of waking on NOTIFY")
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
-        guard = None if private_targets else resolved_target_refusal
+        guard = None if private_targets else check_target
         sender = WebhookSender(store.pool, http, target_guard=guard)
         work.tasks = [
             asyncio.create_task(

@@ -26,6 +26,7 @@ import secrets
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -158,20 +159,53 @@ PRIVATE_TARGETS_HINT: Final = (
     "webhooks go to public addresses only; to allow loopback, private and link-local targets (tests, "
     "receivers inside your network) set PLANLOOP_WEBHOOK_PRIVATE_TARGETS=true"
 )
-TargetGuard = Callable[[str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """What the guard found before a POST: a ``refusal`` (the target is never contacted), an ``error``
+    (this attempt fails and is retried, e.g. the name does not resolve now), or the ``address`` to connect
+    to: the one that was checked (None when the URL names an address itself)."""
+
+    refusal: str | None = None
+    error: str | None = None
+    address: str | None = None
+
+
+TargetGuard = Callable[[str], Awaitable[TargetCheck]]
+
+# IPv6 forms that carry an IPv4 address in their last 32 bits: IPv4-compatible (::a.b.c.d), IPv4-mapped
+# (::ffff:a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d) and NAT64 (64:ff9b::a.b.c.d). Judged as IPv6 they
+# look global, yet a stack or a NAT64 gateway delivers them to the IPv4 address (::7f00:1 is loopback,
+# 64:ff9b::a9fe:a9fe a cloud's metadata service), so the IPv4 address inside is what is judged.
+_IPV4_IN_LAST_32_BITS = tuple(
+    ipaddress.IPv6Network(net) for net in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # a network's own translator (RFC 8215): inside
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.sixtofour is not None:  # 6to4 (2002:a.b.c.d::/48) routes to the IPv4 address in bits 16-48
+        return ip.sixtofour
+    if any(ip in net for net in _IPV4_IN_LAST_32_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def _not_public(address: str) -> bool:
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone (fe80::1%eth0) names a link
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _LOCAL_NAT64:
+            return True
+        ip = _embedded_ipv4(ip) or ip
     return not ip.is_global or ip.is_multicast
 
 
 def target_refusal(url: str) -> str | None:
     """Why ``url`` may not be a webhook target, from what the URL itself says (localhost, or an address
     that is loopback, private, link-local or reserved); None when it may. Names are resolved when sending
-    (``resolved_target_refusal``), since a name can point anywhere."""
+    (``check_target``), since a name can point anywhere."""
     host = httpx.URL(url).host.lower().rstrip(".")
     if host == "localhost" or host.endswith(".localhost"):
         return f"{host} is this machine; {PRIVATE_TARGETS_HINT}"
@@ -185,22 +219,48 @@ def target_refusal(url: str) -> str | None:
     return f"{host} is not a public address; {PRIVATE_TARGETS_HINT}" if refused else None
 
 
-async def resolved_target_refusal(url: str) -> str | None:
-    """``target_refusal``, and for a name every address it resolves to now. A name that does not resolve
-    is left to the POST, which fails with its own error."""
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+async def check_target(url: str) -> TargetCheck:
+    """``target_refusal``, and for a name every address it resolves to now; the POST then connects to the
+    first of those, never resolving the name again (see ``connect_to``)."""
     literal = target_refusal(url)
     if literal is not None:
-        return literal
+        return TargetCheck(refusal=literal)
     parsed = httpx.URL(url)
+    if _is_address(parsed.host):
+        return TargetCheck()  # checked above; nothing to resolve
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(parsed.host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return None
-    private = sorted({str(info[4][0]) for info in infos if _not_public(str(info[4][0]))})
+    except (OSError, UnicodeError) as err:
+        # Not left to the POST: it would resolve the name again, to whatever it points to by then.
+        return TargetCheck(error=f"cannot resolve {parsed.host} ({err}); retried later")
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    private = sorted(a for a in addresses if _not_public(a))
     if private:
-        return f"{parsed.host} resolves to {', '.join(private)}, not a public address; {PRIVATE_TARGETS_HINT}"
-    return None
+        return TargetCheck(
+            refusal=f"{parsed.host} resolves to {', '.join(private)}, not a public address; "
+            f"{PRIVATE_TARGETS_HINT}"
+        )
+    if not addresses:
+        return TargetCheck(error=f"{parsed.host} resolves to no address; retried later")
+    return TargetCheck(address=addresses[0])
+
+
+def connect_to(request: httpx.Request, address: str) -> None:
+    """Send ``request`` to ``address`` instead of resolving its host again. The name was checked by what it
+    resolved to; resolved a second time by the client it could point inside (DNS rebinding). The request
+    still names the host: its Host header is set from the URL already, and for TLS the server name sent and
+    the name the certificate is verified against stay the host (httpcore's ``sni_hostname``)."""
+    request.extensions["sni_hostname"] = request.url.host
+    request.url = request.url.copy_with(host=address)
 
 
 # -- dispatching: feed -> deliveries --------------------------------------------------------------------
@@ -297,8 +357,9 @@ class WebhookSender:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         target_guard: TargetGuard | None = None,
     ) -> None:
-        """``target_guard`` (e.g. ``resolved_target_refusal``) is asked before each POST; a target it
-        refuses fails the delivery at once, with its reason, and is never contacted."""
+        """``target_guard`` (e.g. ``check_target``) is asked before each POST; a target it refuses fails
+        the delivery at once, with its reason, and is never contacted; an address it checked is the one
+        the POST connects to."""
         self.pool = pool
         self.client = client
         self.max_attempts = max_attempts
@@ -324,31 +385,17 @@ class WebhookSender:
         return len(deliveries)
 
     async def _send(self, delivery: Delivery) -> None:
-        refusal = await self.target_guard(delivery.url) if self.target_guard is not None else None
-        if refusal is not None:
+        check = await self.target_guard(delivery.url) if self.target_guard is not None else TargetCheck()
+        if check.refusal is not None:
             # Retrying cannot help until the setting or the URL changes: failed now, with the reason.
-            await self.pool.execute(MARK_FAILED_ATTEMPT, delivery.id, 0, 0, f"refused target: {refusal}")
-            log.warning("webhook target refused", delivery=str(delivery.id), reason=refusal)
+            reason = f"refused target: {check.refusal}"
+            await self.pool.execute(MARK_FAILED_ATTEMPT, delivery.id, 0, 0, reason)
+            log.warning("webhook target refused", delivery=str(delivery.id), reason=check.refusal)
             return
-        timestamp = int(self.clock().timestamp())
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_ID_HEADER: str(delivery.event_id),
-            DELIVERY_HEADER: str(delivery.id),
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(delivery.secret, timestamp, delivery.body),
-            ATTEMPT_HEADER: str(delivery.attempts),
-        }
-        try:
-            response = await self.client.post(delivery.url, content=delivery.body, headers=headers)
-        except (httpx.HTTPError, httpx.InvalidURL) as err:
-            # A failed attempt, never a dead sender: one bad subscription must not stop the others.
-            error = f"{type(err).__name__}: {err}"
-        else:
-            if response.is_success:
-                await self._mark_delivered(delivery)
-                return
-            error = f"HTTP {response.status_code}: {response.text[:200]}"
+        error = check.error or await self._post(delivery, check.address)
+        if error is None:
+            await self._mark_delivered(delivery)
+            return
         delay = self.backoff(delivery.attempts)
         await self.pool.execute(MARK_FAILED_ATTEMPT, delivery.id, delay, self.max_attempts, error)
         log.warning(
@@ -359,6 +406,29 @@ class WebhookSender:
             error=error,
             retry_in=None if delivery.attempts >= self.max_attempts else round(delay, 3),
         )
+
+    async def _post(self, delivery: Delivery, address: str | None) -> str | None:
+        """POST the delivery (to ``address`` when given); None on a 2xx, else what went wrong."""
+        timestamp = int(self.clock().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_ID_HEADER: str(delivery.event_id),
+            DELIVERY_HEADER: str(delivery.id),
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(delivery.secret, timestamp, delivery.body),
+            ATTEMPT_HEADER: str(delivery.attempts),
+        }
+        try:
+            request = self.client.build_request("POST", delivery.url, content=delivery.body, headers=headers)
+            if address is not None:
+                connect_to(request, address)
+            response = await self.client.send(request)
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
+            # A failed attempt, never a dead sender: one bad subscription must not stop the others.
+            return f"{type(err).__name__}: {err}"
+        if response.is_success:
+            return None
+        return f"HTTP {response.status_code}: {response.text[:200]}"
 
     async def _mark_delivered(self, delivery: Delivery) -> None:
         # If the process dies before this, the lease runs out and the delivery is sent again.
