@@ -6,8 +6,10 @@ plan at two moments, and the replay of its Temporal workflow against the current
     GET /audit/cycles/{cycle}/plans/{unit}/diff-at?from=TIME&to=TIME
     GET /audit/cycles/{cycle}/plans/{unit}/workflow-replay
 
-Every role may read them within its org-unit scopes (auditors read everything); none of them changes
-anything. Times are ISO 8601 with a time zone; they are the event store's own times (``recorded_at``).
+Every role may read the first three within its org-unit scopes (auditors read everything); the workflow
+replay, which replays every run in this process (about a second of CPU each), is for auditors and admins.
+None of them changes anything. Times are ISO 8601 with a time zone; they are the event store's own times
+(``recorded_at``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from planloop.audit import timetravel
 from planloop.audit.history import AuditError, HistoryEntry, HistoryFilter, parse_time
 from workflows import plan_id
 
-from .auth import Principal, authenticated
+from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, PLAN_NOT_FOUND, ApiError
 from .plans import PlanView, RevisionComparison, plan_view
 
@@ -215,10 +217,15 @@ async def workflow_replay(
     cycle_id: str, unit_id: str, request: Request, principal: Authenticated
 ) -> WorkflowReplayView:
     """Fetch every run of the plan's Temporal workflow and replay it against the code this server runs:
-    per run, whether the code reproduces every recorded decision, and where and why not."""
+    per run, whether the code reproduces every recorded decision, and where and why not (auditors, admins)."""
+    principal.require_role({Role.AUDITOR}, "replaying a plan's workflow")
     await _scoped(request, principal, cycle_id, unit_id)
     try:
-        report = await audit_replay.replay_plan_workflow(request.app.state.client, plan_id(cycle_id, unit_id))
+        workflow_id = audit_replay.check_workflow_id(plan_id(cycle_id, unit_id))
+    except ValueError as err:
+        raise ApiError(422, INVALID_REQUEST, str(err)) from None
+    try:
+        report = await audit_replay.replay_plan_workflow(request.app.state.client, workflow_id)
     except audit_replay.WorkflowNotFound as err:
         raise ApiError(404, PLAN_NOT_FOUND, str(err)) from None
     return WorkflowReplayView(

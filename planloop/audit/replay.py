@@ -41,14 +41,31 @@ class WorkflowNotFound(LookupError):
     """Temporal has no workflow of that id (in this namespace)."""
 
 
+# The workflow id goes into a visibility query as a quoted string: a quote or a backslash would end or
+# escape it (an RPCError, or a different query), a control character has no place in an id.
+_UNQUOTABLE = re.compile(r"['\"\\\x00-\x1f\x7f]")
+
+
+def check_workflow_id(workflow_id: str) -> str:
+    """``workflow_id`` when a visibility query can name it; ValueError saying why not."""
+    bad = _UNQUOTABLE.search(workflow_id)
+    if bad is not None:
+        raise ValueError(
+            f"{workflow_id!r} holds {bad.group()!r}: the replay names the workflow in a Temporal query, "
+            "which takes no quotes, backslashes or control characters in an id; a plan's id is made of its "
+            "cycle's and unit's (e.g. plan:FY2027:DE-SALES), so check the cycle and the unit"
+        )
+    return workflow_id
+
+
 def workflow_id_of(plan: str) -> str:
     """The plan's workflow id from ``FY2027/DE-SALES`` or from the id itself (``plan:FY2027:DE-SALES``)."""
     text = plan.strip()
     if _PLAN_ID.match(text):
-        return text
+        return check_workflow_id(text)
     cycle_id, slash, unit_id = text.partition("/")
     if slash and cycle_id and unit_id and "/" not in unit_id and ":" not in text:
-        return plan_id(cycle_id, unit_id)
+        return check_workflow_id(plan_id(cycle_id, unit_id))
     raise ValueError(
         f"{plan!r} does not name a plan; write CYCLE/UNIT (e.g. FY2027/DE-SALES) "
         "or the workflow id (e.g. plan:FY2027:DE-SALES)"
@@ -85,7 +102,9 @@ class WorkflowReplay:
 async def replay_plan_workflow(
     client: Client, workflow_id: str, replayer: Replayer | None = None
 ) -> WorkflowReplay:
-    """Fetch every run of the workflow and replay each against the current code (or ``replayer``'s)."""
+    """Fetch every run of the workflow and replay each against the current code (or ``replayer``'s).
+    ValueError when the id cannot be a plan's (``check_workflow_id``)."""
+    check_workflow_id(workflow_id)
     histories, unavailable = await run_histories(client, workflow_id)
     if replayer is None:
         from planloop.worker import make_replayer
@@ -127,7 +146,7 @@ async def run_histories(client: Client, workflow_id: str) -> tuple[list[Workflow
             break
         histories[previous] = history
         previous = _continued_from(history)
-    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+    async for execution in client.list_workflows(f"WorkflowId = '{check_workflow_id(workflow_id)}'"):
         if execution.run_id not in histories and execution.run_id not in unavailable:
             listed = await fetch(execution.run_id)
             if listed is not None:

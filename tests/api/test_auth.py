@@ -136,7 +136,7 @@ MATRIX: list[Row] = [
     Row("GET", f"{PLAN_T}/diff", EVERY_ROLE, f"{PLAN}/diff", params={"from": 1, "to": 2}),
     Row("GET", f"{PLAN_T}/tracking", EVERY_ROLE, f"{PLAN}/tracking"),
     Row("GET", "/inbox", frozenset({R.APPROVER, R.LEADERSHIP, R.AUDITOR})),
-    # The auditor's reads of a plan: every role, within its scopes.
+    # The auditor's reads of a plan: every role, within its scopes; the workflow replay, auditors.
     Row("GET", f"/audit{PLAN_T}/history", EVERY_ROLE, f"/audit{PLAN}/history"),
     Row("GET", f"/audit{PLAN_T}/as-of", EVERY_ROLE, f"/audit{PLAN}/as-of", params={"version": 1}),
     Row(
@@ -146,7 +146,8 @@ MATRIX: list[Row] = [
         f"/audit{PLAN}/diff-at",
         params={"from": "2027-01-01T00:00:00Z", "to": "2027-02-01T00:00:00Z"},
     ),
-    Row("GET", f"/audit{PLAN_T}/workflow-replay", EVERY_ROLE, f"/audit{PLAN}/workflow-replay"),
+    # The replay runs every run of the workflow in the API's process: auditors (and admins) only.
+    Row("GET", f"/audit{PLAN_T}/workflow-replay", frozenset({R.AUDITOR}), f"/audit{PLAN}/workflow-replay"),
     # Integrity: plans are verified and exported within scopes; the whole store is the auditors'; only admins
     # publish a checkpoint (the key file is the test's own, see signing_key_of_the_test).
     Row("GET", f"/audit{PLAN_T}/verify", EVERY_ROLE, f"/audit{PLAN}/verify"),

@@ -174,3 +174,18 @@ async def test_filters_that_cannot_be_meant_are_refused_with_what_to_do(
     assert outside.status_code == 403 and "outside" in outside.json()["message"]
     europe = await make_token("eu-reader", Role.CSF_OWNER, scopes=("EU",))
     assert (await http.get(path, headers=europe)).status_code == 200
+
+
+async def test_every_read_of_a_plan_refuses_a_token_scoped_to_another_unit(
+    recorded: Recorded, http: httpx.AsyncClient, make_token: MakeToken
+) -> None:
+    base = f"/audit/cycles/{recorded.cycle_id}/plans/{recorded.unit_id}"
+    at = recorded.moments[-1].wall_time.isoformat()
+    americas = await make_token("am-auditor", Role.AUDITOR, scopes=("AMERICAS",))
+    for read, params in (
+        ("as-of", {"version": 1}),
+        ("diff-at", {"from": at, "to": at}),
+        ("workflow-replay", {}),
+    ):
+        outside = await http.get(f"{base}/{read}", params=params, headers=americas)
+        assert outside.status_code == 403 and "outside" in outside.json()["message"], read

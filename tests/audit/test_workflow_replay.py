@@ -114,6 +114,24 @@ async def test_the_api_replays_a_real_plans_workflow(
     assert run["run_id"] == described.run_id and run["history_events"] == described.history_length
     missing = await http.get(f"{base}/XX/workflow-replay", headers=auditor)
     assert (missing.status_code, missing.json()["code"]) == (404, "plan_not_found")
+    quoted = await http.get(f"{base}/D'E/workflow-replay", headers=auditor)
+    assert (quoted.status_code, quoted.json()["code"]) == (422, "invalid_request")
+    assert "plan:" in quoted.json()["message"] and "quotes" in quoted.json()["message"]
+
+
+async def test_an_id_that_would_break_the_visibility_query_is_refused_before_any_query(
+    dev_server_env: WorkflowEnvironment,
+) -> None:
+    # A workflow whose id holds a quote (no worker needed: it only has to exist). Its id in the visibility
+    # query ended the quoted string: an RPCError, which the API answered with a 500.
+    client = dev_server_env.client
+    workflow_id = f"plan:FY-{uuid.uuid4().hex[:6]}:D'E"
+    handle = await client.start_workflow("NoSuchWorkflow", id=workflow_id, task_queue=f"none-{uuid.uuid4()}")
+    try:
+        with pytest.raises(ValueError, match='holds "\'": the replay names the workflow in a Temporal query'):
+            await replay_plan_workflow(client, workflow_id)
+    finally:
+        await handle.terminate()
 
 
 async def test_an_unknown_workflow_is_named(dev_server_env: WorkflowEnvironment) -> None:
@@ -127,3 +145,6 @@ def test_a_plan_is_named_by_cycle_and_unit_or_by_its_workflow_id() -> None:
     for wrong in ("FY2027", "FY2027/", "FY2027/DE/SALES", "cycle:FY2027", "plan:FY2027"):
         with pytest.raises(ValueError, match="CYCLE/UNIT"):
             workflow_id_of(wrong)
+    for unquotable in ("FY2027/DE'SALES", "plan:FY2027:DE\\SALES", 'FY2027/DE"'):
+        with pytest.raises(ValueError, match="check the cycle and the unit"):
+            workflow_id_of(unquotable)
