@@ -21,6 +21,7 @@ from planloop.api.cli_client import (
     ApiUrlOption,
     JsonOption,
     TokenOption,
+    add_data_row,
     api_client,
     call,
     out,
@@ -84,12 +85,13 @@ def history(
     if as_json:
         print_json(entries)
         return
-    table = Table(title=f"History of {unit_id} in {cycle_id} ({len(entries)} events)")
+    table = Table(title=Text(f"History of {unit_id} in {cycle_id} ({len(entries)} events)"))
     for column in ("v", "recorded", "type", "actor", "source", "what", "why"):
         table.add_column(column, overflow="fold")
     for e in entries:
         who = e["actor"] if not e["on_behalf_of"] else f"{e['actor']} for {e['on_behalf_of']}"
-        table.add_row(
+        add_data_row(
+            table,
             str(e["version"]),
             short_time(e["recorded_at"]),
             e["type"],
@@ -128,22 +130,25 @@ def as_of(
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("Plan", plan["plan_id"])
+    add_data_row(grid, "Plan", plan["plan_id"])
     asked = f"as of {shown['as_of']}, " if shown["as_of"] else ""
-    grid.add_row("Reflects", f"{asked}stream version {shown['version']} (written {shown['recorded_at']})")
-    grid.add_row("Phase", f"{plan['phase']} (iteration {plan['iteration']})")
+    written = f"stream version {shown['version']} (written {shown['recorded_at']})"
+    add_data_row(grid, "Reflects", f"{asked}{written}")
+    add_data_row(grid, "Phase", f"{plan['phase']} (iteration {plan['iteration']})")
     revision = plan["revision"]
     if revision:
-        grid.add_row(
+        add_data_row(
+            grid,
             "Revision",
             f"{revision['number']} by {revision['author']} at {short_time(revision['at'])}: "
             f"{revision['reason']} [{revision['content_hash'][:12]}]",
         )
-    grid.add_row("Signed off", str(plan["signed_off_revision"] or "-"))
+    add_data_row(grid, "Signed off", str(plan["signed_off_revision"] or "-"))
     if plan["current_gate"]:
         gate, progress = plan["current_gate"]["gate"], plan["current_gate"]["progress"]
         approved = ", ".join(progress["approved_by"]) or "nobody yet"
-        grid.add_row("Gate", f"{gate['name']} (approved by {approved}; due {short_time(progress['due_at'])})")
+        due = short_time(progress["due_at"])
+        add_data_row(grid, "Gate", f"{gate['name']} (approved by {approved}; due {due})")
     out.print(grid)
 
 
@@ -184,24 +189,24 @@ def diff(
     title = f"Revision {shown['from_revision']} -> {shown['to_revision']}"
     if "from_moment" in shown:
         title += f" (current at {shown['from_moment']['as_of']} and at {shown['to_moment']['as_of']})"
-    out.print(f"[bold]{title}[/]")
+    out.print(Text(title, style="bold"))
     changes = shown["diff"]
     if not changes["changed_fields"]:
         out.print("no change")
         return
-    out.print(f"changed: {', '.join(changes['changed_fields'])}")
+    out.print(Text(f"changed: {', '.join(changes['changed_fields'])}"))
     table = Table(box=None)
     for column in ("what", "key", "old", "new", "change %"):
         table.add_column(column)
     for kind in ("target_changes", "forecast_changes", "budget_changes"):
         for c in changes[kind]:
             pct = "-" if c["change_pct"] is None else str(c["change_pct"])
-            table.add_row(kind.removesuffix("_changes"), c["key"], str(c["old"]), str(c["new"]), pct)
+            add_data_row(table, kind.removesuffix("_changes"), c["key"], str(c["old"]), str(c["new"]), pct)
     if table.rows:
         out.print(table)
     for kind in ("programs_added", "programs_dropped"):
         if changes[kind]:
-            out.print(f"{kind.replace('_', ' ')}: {', '.join(changes[kind])}")
+            out.print(Text(f"{kind.replace('_', ' ')}: {', '.join(changes[kind])}"))
 
 
 def temporal_settings(settings: Settings) -> Settings:
@@ -263,14 +268,14 @@ def replay_workflow(
 
 
 def _print_replay(report: Any) -> None:
-    table = Table(title=f"Replay of {report.workflow_id} against the current code")
+    table = Table(title=Text(f"Replay of {report.workflow_id} against the current code"))
     table.add_column("run", no_wrap=True, min_width=36)  # whole, to copy into Temporal's UI or CLI
     for column in ("started", "ended", "events", "reproduced"):
         table.add_column(column)
     for run in report.runs:
-        mark = "[green]yes[/]" if run.reproduced else "[bold red]NO[/]"
-        table.add_row(
-            run.run_id, f"{run.started_at:%Y-%m-%d %H:%M}", run.ended, str(run.history_events), mark
+        mark = Text("yes", style="green") if run.reproduced else Text("NO", style="bold red")
+        add_data_row(
+            table, run.run_id, f"{run.started_at:%Y-%m-%d %H:%M}", run.ended, str(run.history_events), mark
         )
     out.print(table)
     for run in report.runs:
@@ -280,7 +285,9 @@ def _print_replay(report: Any) -> None:
             # The failure is Temporal's text, with brackets in it: printed as text, never read as markup.
             out.print(Text.assemble((headline, "bold red"), run.failure or ""), highlight=False)
     for run_id in report.unavailable_runs:
-        out.print(f"[yellow]run {run_id} (and any before it) is no longer kept by Temporal: not replayed[/]")
+        out.print(
+            Text(f"run {run_id} (and any before it) is no longer kept by Temporal: not replayed", "yellow")
+        )
     if report.reproduced:
         out.print(
             f"[green]the current code reproduces every recorded decision of {len(report.runs)} run(s)[/]"

@@ -210,6 +210,57 @@ ANSWERS: list[tuple[str, str, Any]] = [
     ),
     (
         "GET",
+        r"/audit/cycles/[^/]+/plans/[^/]+/history",
+        [
+            {
+                "version": 1,
+                "recorded_at": AT,
+                "type": "PlanSubmitted",
+                "actor": MARK,
+                "on_behalf_of": None,
+                "source": MARK,
+                "summary": MARK,
+                "reason": MARK,
+            }
+        ],
+    ),
+    (
+        "GET",
+        r"/audit/cycles/[^/]+/plans/[^/]+/as-of",
+        {
+            "as_of": None,
+            "version": 1,
+            "recorded_at": AT,
+            "plan": {
+                "plan_id": MARK,
+                "phase": "drafting",
+                "iteration": 1,
+                "revision": {"number": 1, "author": MARK, "at": AT, "reason": MARK, "content_hash": "abc"},
+                "signed_off_revision": None,
+                "current_gate": None,
+            },
+        },
+    ),
+    (
+        "GET",
+        r"/audit/cycles/[^/]+/plans/[^/]+/diff-at",
+        {
+            "from_revision": 1,
+            "to_revision": 2,
+            "from_moment": {"as_of": MARK},
+            "to_moment": {"as_of": AT},
+            "diff": {
+                "changed_fields": [MARK],
+                "target_changes": [CHANGE],
+                "forecast_changes": [],
+                "budget_changes": [],
+                "programs_added": [MARK],
+                "programs_dropped": [],
+            },
+        },
+    ),
+    (
+        "GET",
         r"/inbox",
         {
             "approver": MARK,
@@ -309,10 +360,13 @@ COMMANDS = [
     ("plan", "command", "FY", "DE", "SubmitForApproval"),
     ("inbox",),
     ("tracking", "FY", "DE"),
+    ("audit", "history", "FY", "DE"),
+    ("audit", "as-of", "FY", "DE", "--version", "1"),
+    ("audit", "diff", "FY", "DE", "--from-time", AT, "--to-time", AT),
 ]
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:3]))
 async def test_the_api_data_is_shown_as_sent(bracket_api: str, command: tuple[str, ...]) -> None:
     result = await cli(
         *command, env={"PLANLOOP_API_URL": bracket_api, "PLANLOOP_TOKEN": "t", "COLUMNS": "400"}
