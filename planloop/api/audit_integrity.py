@@ -30,7 +30,7 @@ from planloop.audit.checkpoints import (
     break_json,
     describe_break,
 )
-from planloop.audit.keys import SigningKeyError, load_or_create_signing_key, public_pem
+from planloop.audit.keys import SigningKeyError, fingerprint, public_pem
 from planloop.logging import get_logger
 from workflows import plan_id
 
@@ -51,11 +51,10 @@ SIGNING_KEY_UNUSABLE = "signing_key_unusable"
 
 
 def checkpoints_of(app: FastAPI) -> Checkpoints:
-    """The app's checkpoints; the signing key is read (or made) only when first needed."""
+    """The app's checkpoints; the signing key is read only when first needed, and made only by a publish."""
     found: Checkpoints | None = getattr(app.state, "checkpoints", None)
     if found is None:
-        settings = app.state.settings
-        found = Checkpoints(app.state.store, lambda: load_or_create_signing_key(settings.audit_key_path))
+        found = Checkpoints(app.state.store, app.state.settings.audit_key_path)
         app.state.checkpoints = found
     return found
 
@@ -230,6 +229,16 @@ def _document(checkpoint: SignedCheckpoint) -> CheckpointDocument:
     return CheckpointDocument.model_validate(checkpoint.document())
 
 
+def _altered(exc: CheckpointError) -> ApiError:
+    """A stored checkpoint that cannot be read or believed: the database's records were tampered with."""
+    return ApiError(
+        409,
+        STORE_NOT_CONSISTENT,
+        f"{exc}; the stored checkpoints cannot be trusted: run `planloop audit consistency` with a "
+        "checkpoint you kept to see what else changed",
+    )
+
+
 # -- routes --------------------------------------------------------------------------------------------------
 
 
@@ -273,8 +282,11 @@ async def list_checkpoints(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Only sequences below it.")] = None,
 ) -> list[CheckpointDocument]:
-    """The signed checkpoints, newest first."""
-    found = await checkpoints_of(request.app).list(limit, before)
+    """The signed checkpoints, newest first; 409 if a stored one was altered so that it cannot be read."""
+    try:
+        found = await checkpoints_of(request.app).list(limit, before)
+    except CheckpointError as exc:
+        raise _altered(exc) from None
     return [_document(c) for c in found]
 
 
@@ -283,7 +295,10 @@ async def latest_checkpoint(
     request: Request, _: Annotated[Principal, Depends(authenticated)]
 ) -> CheckpointDocument:
     """The latest signed checkpoint: save it to check the store against later."""
-    latest = await checkpoints_of(request.app).latest()
+    try:
+        latest = await checkpoints_of(request.app).latest()
+    except CheckpointError as exc:
+        raise _altered(exc) from None
     if latest is None:
         raise ApiError(
             404, NOT_FOUND, "no checkpoint has been published yet; POST /audit/checkpoints publishes one"
@@ -298,7 +313,10 @@ async def get_checkpoint(
     _: Annotated[Principal, Depends(authenticated)],
 ) -> CheckpointDocument:
     """One signed checkpoint by its sequence number."""
-    found = await checkpoints_of(request.app).get(sequence)
+    try:
+        found = await checkpoints_of(request.app).get(sequence)
+    except CheckpointError as exc:
+        raise _altered(exc) from None
     if found is None:
         raise ApiError(
             404, NOT_FOUND, f"there is no checkpoint {sequence}; GET /audit/checkpoints lists them"
@@ -308,12 +326,20 @@ async def get_checkpoint(
 
 @router.get("/public-key", response_model=PublicKey)
 async def public_key(request: Request, _: Annotated[Principal, Depends(authenticated)]) -> PublicKey:
-    """The key that signs checkpoints, and its fingerprint (the key id every checkpoint names)."""
-    checkpoints = checkpoints_of(request.app)
+    """The key that signs checkpoints, and its fingerprint (the key id every checkpoint names); 404 before
+    the first checkpoint made the key (reading it never does)."""
     try:
-        return PublicKey(key_id=checkpoints.key_id, pem=public_pem(checkpoints.public_key))
+        key = checkpoints_of(request.app).existing_public_key()
     except SigningKeyError as exc:
         raise _key_failure(exc) from None
+    if key is None:
+        raise ApiError(
+            404,
+            NOT_FOUND,
+            "there is no checkpoint signing key yet: it is made when the first checkpoint is published "
+            "(POST /audit/checkpoints, admins)",
+        )
+    return PublicKey(key_id=fingerprint(key), pem=public_pem(key))
 
 
 @router.post(
@@ -333,6 +359,8 @@ async def publish_checkpoint(
         raise _key_failure(exc) from None
     except CheckpointRefused as exc:
         raise ApiError(409, STORE_NOT_CONSISTENT, str(exc)) from None
+    except CheckpointError as exc:
+        raise _altered(exc) from None
     if checkpoint is None:
         raise ApiError(409, NOTHING_TO_CHECKPOINT, "the store holds no events yet; there is nothing to sign")
     response.status_code = 201 if new else 200
@@ -348,13 +376,19 @@ async def check_consistency(
     principal.require_role([Role.AUDITOR], "checking the whole store against a checkpoint")
     principal.require_company_wide("checking the whole store against a checkpoint")
     try:
-        checkpoint = SignedCheckpoint.from_document(kept.model_dump())
+        # A document without its digest is fine: the digest is recomputed, and only compared when given.
+        document: dict[str, Any] = {"checkpoint": kept.checkpoint, "signature": kept.signature}
+        if kept.digest is not None:
+            document["digest"] = kept.digest
+        checkpoint = SignedCheckpoint.from_document(document)
     except CheckpointError as exc:
         raise ApiError(422, INVALID_CHECKPOINT, str(exc)) from None
     try:
         report = await checkpoints_of(request.app).consistency(checkpoint)
     except SigningKeyError as exc:
         raise _key_failure(exc) from None
+    except CheckpointError as exc:
+        raise _altered(exc) from None
     if report.rewrites or report.breaks:
         log.warning(
             "store does not extend a kept checkpoint",
@@ -385,7 +419,7 @@ async def plan_bundle(
     except SigningKeyError as exc:
         raise _key_failure(exc) from None
     except CheckpointError as exc:
-        raise ApiError(409, STORE_NOT_CONSISTENT, str(exc)) from None
+        raise _altered(exc) from None
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in f"{cycle_id}-{unit_id}")
     return Response(
         text,

@@ -8,12 +8,15 @@ A bundle is JSON Lines, one record a line, each with a ``record`` field:
   version, event id, type, schema version, data, metadata, recorded at, previous hash, hash);
 * ``checkpoint``: the latest signed checkpoint when exported, with the proof that the plan's head at that
   time is in it (absent when no checkpoint existed; its inclusion is null when the plan came later);
-* ``public_key``: the PEM of the key that signed the checkpoint.
+* ``public_key``: the PEM of the key that signed the checkpoint (absent when the exporting API does not
+  trust that key itself).
 
 Verification needs no database, no server and no settings: it re-walks the chain with eventstore.jsoncodec's
 own digest and chain functions (planloop.audit.proofs), checks the checkpoint's signature and the inclusion
-proof of the plan's head, and compares the key with one the auditor trusts. The key inside the bundle proves
-only that whoever holds it signed; who that is, only a fingerprint obtained elsewhere can tell.
+proof of the plan's head, and compares the key with one the auditor trusts. Everything in a bundle can be
+rewritten by whoever hands it over, hashes and keys included, so nothing in it counts on its own: only a
+checkpoint signed by a key the auditor names (``trusted``) proves the events it covers. Without a trusted key
+the verdict is at best SELF_CONSISTENT: the bundle holds together, but anyone could have made it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from domain import PlanState, decode_event, replay
+from domain import DomainError, PlanState, decode_event, evolve
 from eventstore import jsoncodec
 from eventstore.types import ChainBreak
 from planloop.errors import PlanloopError
+from workflows.plan import plan_id
 
 from . import keys
 from .checkpoints import CheckpointError, Checkpoints, SignedCheckpoint
@@ -36,6 +40,11 @@ from .proofs import ChainEvent, StreamHead, first_break, verify_inclusion
 
 FORMAT: Final = "planloop-audit-bundle"
 FORMAT_VERSION: Final = 1
+
+#: The verdicts of an offline verification.
+VERIFIED: Final = "verified"  # a checkpoint signed by the trusted key covers the events
+SELF_CONSISTENT: Final = "self-consistent"  # all holds together, but no trusted key was given to check
+FAILED: Final = "failed"
 
 
 class BundleError(PlanloopError):
@@ -100,7 +109,8 @@ async def export_bundle(
                 }
             )
         )
-        key = await checkpoints.public_key_of(latest.key_id)
+        # Only a key this API trusts itself goes in; the bundle's reader trusts it no more than that.
+        key = checkpoints.trusted_keys().get(latest.key_id)
         if key is not None:
             lines.append(
                 _line({"record": "public_key", "key_id": latest.key_id, "pem": keys.public_pem(key)})
@@ -119,6 +129,7 @@ class Bundle:
     inclusion: dict[str, Any] | None = None
     public_key_pem: str | None = None
     problems: list[str] = field(default_factory=list)  # lines that could not be read
+    event_lines: list[int] = field(default_factory=list)  # the line of each event, in ``events``' order
 
     @property
     def stream_id(self) -> str:
@@ -184,6 +195,7 @@ def read_bundle(raw: bytes) -> Bundle:
         try:
             if kind == "event":
                 bundle.events.append(_event(record, number))
+                bundle.event_lines.append(number)
             elif kind == "checkpoint":
                 bundle.checkpoint = SignedCheckpoint.from_document(record.get("document"))
                 bundle.inclusion = record.get("inclusion")
@@ -201,8 +213,9 @@ def read_bundle(raw: bytes) -> Bundle:
 
 @dataclass
 class BundleReport:
-    """What an offline verification found. ``ok`` is false on any problem; an untrusted key is not a
-    problem in itself (``trusted`` is None when no trusted key was given), but is always reported."""
+    """What an offline verification found, and its verdict: VERIFIED only when a checkpoint signed by the
+    trusted key covers the events (those after it only with ``allow_uncovered``); SELF_CONSISTENT when all
+    that holds but no trusted key was given (``trusted`` is None); FAILED on any problem."""
 
     stream_id: str
     events: int
@@ -215,15 +228,24 @@ class BundleReport:
     trusted: bool | None = None
     covered_version: int | None = None
     uncovered_events: int = 0
+    allow_uncovered: bool = False
+
+    @property
+    def verdict(self) -> str:
+        holds = self.chain_break is None and not self.problems
+        if not (holds and self.signature_ok and self.covered_version is not None) or self.trusted is False:
+            return FAILED
+        return VERIFIED if self.trusted else SELF_CONSISTENT
 
     @property
     def ok(self) -> bool:
-        return self.chain_break is None and not self.problems and self.trusted is not False
+        return self.verdict == VERIFIED
 
     def as_json(self) -> dict[str, Any]:
         found = self.chain_break
         return {
             "ok": self.ok,
+            "verdict": self.verdict,
             "stream_id": self.stream_id,
             "events": self.events,
             "chain_ok": found is None,
@@ -243,6 +265,7 @@ class BundleReport:
             "trusted": self.trusted,
             "covered_version": self.covered_version,
             "uncovered_events": self.uncovered_events,
+            "allow_uncovered": self.allow_uncovered,
         }
 
 
@@ -252,31 +275,55 @@ def trusted_fingerprint(trusted: Ed25519PublicKey | str | None) -> str | None:
     return keys.fingerprint(trusted)
 
 
-def verify_bundle(bundle: Bundle, trusted: Ed25519PublicKey | str | None = None) -> BundleReport:
-    """Check every link of the bundle; ``trusted`` is the auditor's key (or its fingerprint)."""
-    report = BundleReport(bundle.stream_id, len(bundle.events), problems=list(bundle.problems))
-    if bundle.header.get("events") != len(bundle.events):
+def _check_header(bundle: Bundle, report: BundleReport) -> None:
+    header = bundle.header
+    if header.get("events") != len(bundle.events):
         report.problems.append(
-            f"the header announces {bundle.header.get('events')} events, "
-            f"the bundle holds {len(bundle.events)}"
+            f"the header announces {header.get('events')} events, the bundle holds {len(bundle.events)}"
         )
+    named = plan_id(str(header.get("cycle_id")), str(header.get("unit_id")))
+    if named != bundle.stream_id:
+        report.problems.append(
+            f"the header names cycle {header.get('cycle_id')!r} and unit {header.get('unit_id')!r}, whose "
+            f"plan is {named!r}, but its stream is {bundle.stream_id!r}"
+        )
+
+
+def verify_bundle(
+    bundle: Bundle, trusted: Ed25519PublicKey | str | None = None, *, allow_uncovered: bool = False
+) -> BundleReport:
+    """Check every link of the bundle; ``trusted`` is the auditor's key (or its fingerprint). A trusted key
+    checks the signature itself; a fingerprint must match the key the bundle carries."""
+    report = BundleReport(
+        bundle.stream_id, len(bundle.events), problems=list(bundle.problems), allow_uncovered=allow_uncovered
+    )
+    _check_header(bundle, report)
     report.chain_break = first_break(bundle.stream_id, bundle.events)
     checkpoint = bundle.checkpoint
     if checkpoint is None:
         report.uncovered_events = len(bundle.events)
+        report.problems.append(
+            f"the bundle has no signed checkpoint: nothing signed covers its {len(bundle.events)} events; "
+            "publish a checkpoint (`planloop audit checkpoint`) and export the plan again"
+        )
         return report
     report.checkpoint_sequence = checkpoint.sequence
     report.checkpoint_published_at = str(checkpoint.body.get("published_at"))
     report.key_id = checkpoint.key_id
-    if not bundle.public_key_pem:
-        report.problems.append("the bundle has a checkpoint but no public key to check its signature")
-    else:
-        try:
+    try:
+        if isinstance(trusted, Ed25519PublicKey):
+            key = trusted
+        elif bundle.public_key_pem:
             key = keys.load_public_pem(bundle.public_key_pem)
-            checkpoint.verify(key)
-            report.signature_ok = True
-        except (keys.SigningKeyError, CheckpointError) as exc:
-            report.problems.append(f"checkpoint {checkpoint.sequence}: {exc}")
+        else:
+            raise CheckpointError(
+                "the bundle has no public key to check its signature; pass the signer's PEM file as "
+                "--trusted-key"
+            )
+        checkpoint.verify(key)
+        report.signature_ok = True
+    except (keys.SigningKeyError, CheckpointError) as exc:
+        report.problems.append(f"checkpoint {checkpoint.sequence}: {exc}")
     expected = trusted_fingerprint(trusted)
     if expected is not None:
         report.trusted = expected == checkpoint.key_id
@@ -292,6 +339,10 @@ def _check_inclusion(bundle: Bundle, checkpoint: SignedCheckpoint, report: Bundl
     proof = bundle.inclusion
     if proof is None:
         report.uncovered_events = len(bundle.events)
+        report.problems.append(
+            f"checkpoint {checkpoint.sequence} does not include this plan (the bundle carries no inclusion "
+            "proof): nothing signed covers its events; export the plan again after the next checkpoint"
+        )
         return
     try:
         head = StreamHead(str(proof["stream_id"]), int(proof["version"]), str(proof["head_hash"]))
@@ -329,6 +380,13 @@ def _check_inclusion(bundle: Bundle, checkpoint: SignedCheckpoint, report: Bundl
         return
     report.covered_version = head.version
     report.uncovered_events = sum(1 for e in bundle.events if e.version > head.version)
+    if report.uncovered_events and not report.allow_uncovered:
+        report.problems.append(
+            f"{report.uncovered_events} event(s) after version {head.version} are not covered by checkpoint "
+            f"{checkpoint.sequence}: they are chain-verified only, which whoever rewrites the bundle can "
+            "redo; export the plan again after the next checkpoint, or pass --allow-uncovered to accept "
+            "them as chain-verified only"
+        )
 
 
 # -- the plan as of a moment ---------------------------------------------------------------------------------
@@ -336,12 +394,23 @@ def _check_inclusion(bundle: Bundle, checkpoint: SignedCheckpoint, report: Bundl
 
 def plan_as_of(bundle: Bundle, *, at: datetime | None = None, version: int | None = None) -> PlanState:
     """The plan folded from the bundle's events recorded up to ``at`` or up to ``version`` (all of them
-    with neither), with the domain's own ``replay``, the code the workflow runs."""
+    with neither), with the domain's own ``evolve``, the code the workflow runs. A BundleError names the
+    version (and line) of an event that cannot be folded, or a version the bundle does not reach."""
     if at is not None and at.tzinfo is None:
         raise BundleError(f"the time {at.isoformat()} has no time zone; add one, e.g. Z or +01:00")
-    chosen = [
-        e
-        for e in bundle.events
-        if (at is None or e.recorded_at <= at) and (version is None or e.version <= version)
-    ]
-    return replay(decode_event(e.type, e.schema_version, e.data) for e in chosen)  # type: ignore[misc]
+    last = max((e.version for e in bundle.events), default=0)
+    if version is not None and version > last:
+        raise BundleError(f"the plan has no version {version}: the bundle's events end at version {last}")
+    state = PlanState.empty()
+    for event, line in zip(bundle.events, bundle.event_lines, strict=True):
+        if (at is not None and event.recorded_at > at) or (version is not None and event.version > version):
+            continue
+        try:
+            state = evolve(state, decode_event(event.type, event.schema_version, event.data))  # type: ignore[arg-type]
+        except (DomainError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BundleError(
+                f"version {event.version} (line {line}, event {event.event_id}, type {event.type!r}) cannot "
+                f"be folded into the plan ({type(exc).__name__}: {exc}); the plan as of a moment needs "
+                "events this planloop knows"
+            ) from None
+    return state

@@ -19,9 +19,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import asyncpg
@@ -40,6 +41,8 @@ FORMAT_VERSION: Final = 1
 
 #: Session advisory lock every publisher takes, so two never number a checkpoint alike ("auditckp").
 PUBLISH_LOCK: Final = 0x6175646974636B70
+_LOCK = "SELECT pg_advisory_lock($1)"
+_UNLOCK = "SELECT pg_advisory_unlock($1)"
 
 _HEADS = """
 SELECT s.stream_id, s.version, s.last_hash, e.hash AS event_hash
@@ -47,10 +50,10 @@ SELECT s.stream_id, s.version, s.last_hash, e.hash AS event_hash
   LEFT JOIN events e ON e.stream_id = s.stream_id AND e.version = s.version
  ORDER BY s.stream_id
 """
-_LATEST = "SELECT document FROM audit_checkpoints ORDER BY sequence DESC LIMIT 1"
-_GET = "SELECT document FROM audit_checkpoints WHERE sequence = $1"
+_LATEST = "SELECT sequence, document FROM audit_checkpoints ORDER BY sequence DESC LIMIT 1"
+_GET = "SELECT sequence, document FROM audit_checkpoints WHERE sequence = $1"
 _LIST = """
-SELECT document FROM audit_checkpoints
+SELECT sequence, document FROM audit_checkpoints
  WHERE ($1::bigint IS NULL OR sequence < $1)
  ORDER BY sequence DESC
  LIMIT $2
@@ -81,7 +84,6 @@ SELECT position, stream_id, version, event_id, type, schema_version, data::text 
  WHERE stream_id = $1 AND version > $2
  ORDER BY version, position
 """
-_KEY = "SELECT public_key FROM audit_keys WHERE key_id = $1"
 _INSERT_KEY = "INSERT INTO audit_keys (key_id, public_key) VALUES ($1, $2) ON CONFLICT (key_id) DO NOTHING"
 _INSERT_CHECKPOINT = """
 INSERT INTO audit_checkpoints (sequence, published_at, digest, root, streams, events, key_id, document)
@@ -312,25 +314,61 @@ def _columns(heads: Sequence[StreamHead]) -> tuple[list[str], list[int], list[st
     return [h.stream_id for h in heads], [h.version for h in heads], [h.head_hash for h in heads]
 
 
+def _stored(row: asyncpg.Record | None) -> SignedCheckpoint | None:
+    """The checkpoint in a row of audit_checkpoints (None for no row); a CheckpointError naming the row
+    when its document cannot be read or is another checkpoint's."""
+    if row is None:
+        return None
+    try:
+        checkpoint = SignedCheckpoint.parse(row["document"])
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"the stored checkpoint {row['sequence']} cannot be read ({exc}): its record in the database "
+            "was altered"
+        ) from None
+    if checkpoint.sequence != row["sequence"]:
+        raise CheckpointError(
+            f"the stored checkpoint {row['sequence']} holds the document of checkpoint "
+            f"{checkpoint.sequence}: its record in the database was altered"
+        )
+    return checkpoint
+
+
+async def _release_lock(conn: asyncpg.Connection) -> None:
+    """Release the publish lock, or close the connection when that fails: the store's pool does not reset a
+    session on release (eventstore's _keep_session), so a connection still holding the lock must never go
+    back to it, where it would block every later publish."""
+    try:
+        await conn.fetchval(_UNLOCK, PUBLISH_LOCK)
+    except BaseException as exc:
+        conn.terminate()  # the server drops the session's locks with it
+        if not isinstance(exc, Exception):
+            raise
+
+
 # -- the store's checkpoints ---------------------------------------------------------------------------------
 
 
 class Checkpoints:
     """Publishing, reading and checking the signed checkpoints of one store.
 
-    ``signing_key`` is loaded only when first needed (``load_key``), so an API that never publishes never
-    touches the key file.
+    The signing key is the PEM file ``key_file``, read only when first needed and created only when a
+    checkpoint is first published. A stored checkpoint is believed only under a key trusted from outside the
+    database: the signing key, or an earlier one listed in ``<key file>.trusted``. The publisher records the
+    last checkpoint it signed in ``<key file>.last-checkpoint`` and signs nothing while the database's latest
+    checkpoint disagrees with that record (see ``keys``).
     """
 
-    def __init__(self, store: EventStore, load_key: Any) -> None:
+    def __init__(self, store: EventStore, key_file: Path) -> None:
         self.store = store
-        self._load_key = load_key
+        self.key_file = key_file
         self._key: Ed25519PrivateKey | None = None
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:
+        """The private key, generated on first use: only publishing asks for it."""
         if self._key is None:
-            self._key = self._load_key()
+            self._key = keys.load_or_create_signing_key(self.key_file)
         return self._key
 
     @property
@@ -341,42 +379,53 @@ class Checkpoints:
     def key_id(self) -> str:
         return keys.fingerprint(self.public_key)
 
-    # -- reading --------------------------------------------------------------------------------------------
+    @property
+    def record_file(self) -> Path:
+        return keys.record_file(self.key_file)
 
-    async def latest(self) -> SignedCheckpoint | None:
-        text = await self.store.pool.fetchval(_LATEST)
-        return SignedCheckpoint.parse(text) if text else None
+    def existing_public_key(self) -> Ed25519PublicKey | None:
+        """The signing key's public half, or None while no key exists (reading never creates one)."""
+        if self._key is None:
+            self._key = keys.load_signing_key(self.key_file)
+        return self._key.public_key() if self._key is not None else None
 
-    async def get(self, sequence: int) -> SignedCheckpoint | None:
-        text = await self.store.pool.fetchval(_GET, sequence)
-        return SignedCheckpoint.parse(text) if text else None
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The keys a stored checkpoint may be signed by, by fingerprint: the signing key and the earlier
+        ones in ``<key file>.trusted``. Never a key from the database, whose administrator could add one."""
+        found = {keys.fingerprint(k): k for k in keys.load_trusted_keys(keys.trusted_file(self.key_file))}
+        own = self.existing_public_key()
+        if own is not None:
+            found[keys.fingerprint(own)] = own
+        return found
 
-    async def list(self, limit: int = 50, before: int | None = None) -> list[SignedCheckpoint]:
-        rows = await self.store.pool.fetch(_LIST, before, limit)
-        return [SignedCheckpoint.parse(r["document"]) for r in rows]
-
-    async def public_key_of(self, key_id: str, conn: Any = None) -> Ed25519PublicKey | None:
-        """This publisher's key if ``key_id`` is its own, else the key the store recorded under that id
-        (a key used before a rotation)."""
-        if key_id == self.key_id:
-            return self.public_key
-        pem = await (conn or self.store.pool).fetchval(_KEY, key_id)
-        if pem is None:
-            return None
-        key = keys.load_public_pem(pem)
-        return key if keys.fingerprint(key) == key_id else None
-
-    async def verified(self, checkpoint: SignedCheckpoint, conn: Any = None) -> None:
-        """Raise CheckpointError unless ``checkpoint``'s signature holds under the key it names."""
-        key = await self.public_key_of(checkpoint.key_id, conn)
+    def verified(
+        self, checkpoint: SignedCheckpoint, trusted: Mapping[str, Ed25519PublicKey] | None = None
+    ) -> None:
+        """Raise CheckpointError unless ``checkpoint``'s signature holds under a trusted key it names."""
+        key = (self.trusted_keys() if trusted is None else trusted).get(checkpoint.key_id)
         if key is None:
             raise CheckpointError(
-                f"checkpoint {checkpoint.sequence} is signed by key {checkpoint.key_id}, which this store "
-                "does not know"
+                f"checkpoint {checkpoint.sequence} is signed by key {checkpoint.key_id}, which this API does "
+                "not trust (only its signing key and the earlier keys listed beside it count, never a key "
+                "found in the database)"
             )
         checkpoint.verify(key)
 
-    async def heads_at(self, checkpoint: SignedCheckpoint, conn: Any = None) -> list[StreamHead]:
+    # -- reading --------------------------------------------------------------------------------------------
+
+    async def latest(self) -> SignedCheckpoint | None:
+        return _stored(await self.store.pool.fetchrow(_LATEST))
+
+    async def get(self, sequence: int) -> SignedCheckpoint | None:
+        return _stored(await self.store.pool.fetchrow(_GET, sequence))
+
+    async def list(self, limit: int = 50, before: int | None = None) -> list[SignedCheckpoint]:
+        rows = await self.store.pool.fetch(_LIST, before, limit)
+        return [c for c in map(_stored, rows) if c is not None]
+
+    async def heads_at(
+        self, checkpoint: SignedCheckpoint, conn: asyncpg.Connection | None = None
+    ) -> list[StreamHead]:
         """The heads behind ``checkpoint``'s root, as stored; a CheckpointError if they no longer give it."""
         rows = await (conn or self.store.pool).fetch(_HEADS_AT, checkpoint.sequence)
         heads = [StreamHead(r["stream_id"], r["version"], r["head_hash"]) for r in rows]
@@ -395,37 +444,115 @@ class Checkpoints:
             return None
         return Inclusion(checkpoint.sequence, heads[index], index, len(heads), inclusion_path(heads, index))
 
+    # -- the publisher's own record -------------------------------------------------------------------------
+
+    def against_record(self, latest: SignedCheckpoint | None, record: keys.LastSigned | None) -> str | None:
+        """What is wrong with the database's latest checkpoint, measured against the last one this publisher
+        signed (its record beside the key); None when the database is where the record says.
+
+        No record means a first publish with this key (or a record removed on purpose): the latest checkpoint
+        is then only checked under the trusted keys. The one disagreement accepted is the direct successor of
+        the recorded checkpoint, signed by this publisher's key and naming it as previous: a publish whose
+        database commit succeeded and whose record was not written (a crash in between).
+        """
+        if record is None:
+            return None
+        signed = (
+            f"this publisher last signed checkpoint {record.sequence} (digest {record.digest[:16]}…, "
+            f"recorded in {self.record_file})"
+        )
+        fix = (
+            "; find out who changed the checkpoint tables before publishing again. Once the database is "
+            f"known to be right, remove {self.record_file} and the publisher adopts its latest checkpoint"
+        )
+        if latest is None:
+            return f"the database holds no checkpoint, but {signed}: the checkpoint tables were emptied{fix}"
+        if latest.sequence < record.sequence:
+            return (
+                f"the database's latest checkpoint is {latest.sequence}, but {signed}: the checkpoints after "
+                f"{latest.sequence} were removed{fix}"
+            )
+        if latest.sequence == record.sequence:
+            if latest.digest == record.digest:
+                return None
+            return (
+                f"the database's checkpoint {latest.sequence} has digest {latest.digest[:16]}…, but "
+                f"{signed}: it was replaced{fix}"
+            )
+        own = self.existing_public_key()
+        if (
+            latest.sequence == record.sequence + 1
+            and latest.body["previous"] == record.digest
+            and own is not None
+            and latest.key_id == keys.fingerprint(own)
+        ):
+            with contextlib.suppress(CheckpointError):
+                latest.verify(own)
+                return None
+        return (
+            f"the database's latest checkpoint is {latest.sequence} (signed by key {latest.key_id}), but "
+            f"{signed}; only its successor, signed by this publisher and naming it as previous, may follow "
+            f"it: checkpoints were inserted (an API host that publishes with a copy of this key must share "
+            f"its record){fix}"
+        )
+
+    def _read_record(self) -> keys.LastSigned | None:
+        return keys.read_last_signed(self.record_file)
+
+    def _write_record(self, checkpoint: SignedCheckpoint) -> None:
+        try:
+            keys.write_last_signed(self.record_file, keys.LastSigned(checkpoint.sequence, checkpoint.digest))
+        except keys.SigningKeyError as exc:
+            raise keys.SigningKeyError(
+                f"checkpoint {checkpoint.sequence} is in the database, but {exc}; the next publish accepts "
+                "it as the successor of the record, the one after refuses until the record is written"
+            ) from None
+
     # -- publishing -----------------------------------------------------------------------------------------
 
     async def publish(self, now: datetime | None = None) -> tuple[SignedCheckpoint | None, bool]:
         """Sign a checkpoint of the store as it is now, if it changed since the last one.
 
         Returns the latest checkpoint and whether it is new (None, False for a store with no events and no
-        checkpoint). Raises CheckpointRefused when the store does not extend the last checkpoint.
+        checkpoint). Raises CheckpointRefused when the store does not extend the last checkpoint, or the
+        database's checkpoints are not those this publisher signed.
         """
         key = self.signing_key
         async with self.store.pool.acquire() as conn:
-            await conn.execute("SELECT pg_advisory_lock($1)", PUBLISH_LOCK)
             try:
-                # The lock is taken before the snapshot, so the snapshot sees every earlier checkpoint.
+                # A session lock, not a transaction's: taken before the transaction, so its snapshot (made
+                # by its first statement) sees every checkpoint published before; and held until the record
+                # is written after the commit, so two publishers never write their records out of order.
+                await conn.execute(_LOCK, PUBLISH_LOCK)
+                record = self._read_record()
                 async with conn.transaction(isolation="repeatable_read"):
-                    return await self._publish(conn, key, now)
+                    checkpoint, new = await self._publish(conn, key, now, record)
+                signed = keys.LastSigned(checkpoint.sequence, checkpoint.digest) if checkpoint else None
+                if checkpoint is not None and signed != record:
+                    self._write_record(checkpoint)
+                return checkpoint, new
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.execute("SELECT pg_advisory_unlock($1)", PUBLISH_LOCK)
+                await _release_lock(conn)
 
     async def _publish(
-        self, conn: asyncpg.Connection, key: Ed25519PrivateKey, now: datetime | None
+        self,
+        conn: asyncpg.Connection,
+        key: Ed25519PrivateKey,
+        now: datetime | None,
+        record: keys.LastSigned | None,
     ) -> tuple[SignedCheckpoint | None, bool]:
-        text = await conn.fetchval(_LATEST)
-        previous = SignedCheckpoint.parse(text) if text else None
+        previous: SignedCheckpoint | None = None
         previous_heads: list[StreamHead] = []
-        if previous is not None:
-            try:
-                await self.verified(previous, conn)
+        try:
+            previous = _stored(await conn.fetchrow(_LATEST))
+            problem = self.against_record(previous, record)
+            if problem is not None:
+                raise CheckpointRefused([problem])
+            if previous is not None:
+                self.verified(previous)
                 previous_heads = await self.heads_at(previous, conn)
-            except CheckpointError as exc:
-                raise CheckpointRefused([str(exc)]) from None
+        except CheckpointError as exc:
+            raise CheckpointRefused([str(exc)]) from None
         rows = await conn.fetch(_HEADS)
         heads = [StreamHead(r["stream_id"], r["version"], r["last_hash"]) for r in rows]
         problems: list[ChainBreak | str] = [
@@ -475,6 +602,7 @@ class Checkpoints:
             "key_id": keys.fingerprint(key.public_key()),
         }
         checkpoint = SignedCheckpoint(body, keys.sign(key, jsoncodec.canonical(body).encode("utf-8")))
+        # The key is stored for whoever reads the tables; nothing here believes a key because it is stored.
         await conn.execute(_INSERT_KEY, checkpoint.key_id, keys.public_pem(key.public_key()))
         await conn.execute(
             _INSERT_CHECKPOINT,
@@ -490,29 +618,36 @@ class Checkpoints:
         await conn.execute(_INSERT_HEADS, checkpoint.sequence, *_columns(changed))
         return checkpoint, True
 
-    async def _rewritten(self, conn: Any, heads: Sequence[StreamHead]) -> list[ChainBreak]:
+    async def _rewritten(self, conn: asyncpg.Connection, heads: Sequence[StreamHead]) -> list[ChainBreak]:
         """The streams whose event at a recorded head's version is gone or hashes otherwise now, each
         pinned as closely as every signed checkpoint's record of the stream allows."""
         if not heads:
             return []
         rows = await conn.fetch(_EVENTS_AT, *_columns(heads))
         rewritten = dict.fromkeys(r["stream_id"] for r in rows if r["now_hash"] != r["head_hash"])
-        return [await self._pin(conn, stream_id) for stream_id in rewritten]
+        if not rewritten:
+            return []
+        trusted = self.trusted_keys()
+        return [await self._pin(conn, stream_id, trusted) for stream_id in rewritten]
 
-    async def _pin(self, conn: Any, stream_id: str) -> ChainBreak:
+    async def _pin(
+        self, conn: asyncpg.Connection, stream_id: str, trusted: Mapping[str, Ed25519PublicKey]
+    ) -> ChainBreak:
         """The first event of a rewritten stream that may differ from what the checkpoints recorded.
 
         Every checkpoint whose head row for the stream still hashes as recorded bounds the rewrite from
-        below; the first that does not, from above. Only rows of checkpoints whose signature holds count.
+        below; the first that does not, from above. Only rows of checkpoints that are still stored, readable
+        and signed by a trusted key count.
         """
         anchors = []
         signed: dict[int, bool] = {}
         for row in await conn.fetch(_ANCHORS, stream_id):
             if row["sequence"] not in signed:
-                checkpoint = SignedCheckpoint.parse(await conn.fetchval(_GET, row["sequence"]))
                 try:
-                    await self.verified(checkpoint, conn)
-                    signed[row["sequence"]] = True
+                    checkpoint = _stored(await conn.fetchrow(_GET, row["sequence"]))
+                    if checkpoint is not None:
+                        self.verified(checkpoint, trusted)
+                    signed[row["sequence"]] = checkpoint is not None
                 except CheckpointError:
                     signed[row["sequence"]] = False
             if signed[row["sequence"]]:
@@ -530,7 +665,7 @@ class Checkpoints:
         at = await conn.fetchrow(
             "SELECT event_id, position FROM events WHERE stream_id = $1 AND version = $2", stream_id, first
         )
-        if bad is None:  # only possible if the rows changed under us; say what is known
+        if bad is None:  # no signed record of the stream holds the rewrite; say what is known
             return ChainBreak(stream_id, first, None, None, "rewritten since a checkpoint")
         where = (
             f"version {first} was rewritten"
@@ -551,36 +686,78 @@ class Checkpoints:
     # -- consistency with a kept checkpoint -----------------------------------------------------------------
 
     async def consistency(self, kept: SignedCheckpoint) -> ConsistencyReport:
-        """Prove the store only grew since ``kept`` (a checkpoint the auditor kept), or name what changed."""
+        """Prove the store only grew since ``kept`` (a checkpoint the auditor kept), or name what changed.
+        Checkpoint records altered in the database are named among the problems, never raised."""
         report = ConsistencyReport(kept.sequence, kept.digest, kept.key_id)
-        latest = await self.latest()
-        report.latest_sequence = latest.sequence if latest else None
+        trusted = self.trusted_keys()
         try:
-            await self.verified(kept)
+            self.verified(kept, trusted)
         except CheckpointError as exc:
             report.problems.append(f"the kept checkpoint does not verify: {exc}")
             return report
-        stored = await self.get(kept.sequence)
-        if stored is None:
-            report.problems.append(f"checkpoint {kept.sequence} is no longer in the store: it was removed")
-        elif stored.digest != kept.digest:
-            report.problems.append(
-                f"the store's checkpoint {kept.sequence} (digest {stored.digest}) is not the kept one "
-                f"({kept.digest}): it was replaced"
-            )
+        latest: SignedCheckpoint | None = None
+        latest_read = False
+        try:
+            latest = await self.latest()
+            report.latest_sequence = latest.sequence if latest else None
+            latest_read = True
+        except CheckpointError as exc:
+            report.problems.append(f"the latest checkpoint: {exc}")
+        try:
+            stored = await self.get(kept.sequence)
+            if stored is None:
+                report.problems.append(
+                    f"checkpoint {kept.sequence} is no longer in the store: it was removed"
+                )
+            elif stored.digest != kept.digest:
+                report.problems.append(
+                    f"the store's checkpoint {kept.sequence} (digest {stored.digest}) is not the kept one "
+                    f"({kept.digest}): it was replaced"
+                )
+        except CheckpointError as exc:
+            report.problems.append(str(exc))
+        record: keys.LastSigned | None = None
+        try:
+            record = self._read_record()
+            problem = self.against_record(latest, record) if latest_read else None
+        except keys.SigningKeyError as exc:
+            problem = str(exc)
+        if problem is not None:
+            report.problems.append(f"the checkpoint publisher's record: {problem}")
         try:
             heads = await self.heads_at(kept)
         except CheckpointError as exc:
             report.problems.append(str(exc))
             heads = []
-        # The latest checkpoint too, when it is a later one whose signature and records hold: a stream
-        # appended to after the kept checkpoint and rewritten since is caught by what it recorded.
+        # Later checkpoints too, when their signature and records hold: a stream appended to after the kept
+        # checkpoint and rewritten since is caught by what they recorded. The latest, and the last one this
+        # publisher signed, which still counts when a forged checkpoint was put after it.
+        later: dict[str, SignedCheckpoint] = {}
         if latest is not None and latest.sequence > kept.sequence:
+            later["the latest checkpoint"] = latest
+        if (
+            record is not None
+            and record.sequence > kept.sequence
+            and record.sequence != report.latest_sequence
+        ):
             try:
-                await self.verified(latest)
-                heads += [h for h in await self.heads_at(latest) if h not in heads]
+                signed = await self.get(record.sequence)
             except CheckpointError as exc:
-                report.problems.append(f"the latest checkpoint: {exc}")
+                report.problems.append(str(exc))
+            else:
+                if signed is not None and signed.digest == record.digest:
+                    later["the last checkpoint this publisher signed"] = signed
+                else:
+                    report.problems.append(
+                        f"checkpoint {record.sequence}, the last this publisher signed (digest "
+                        f"{record.digest[:16]}…), is no longer in the store as signed"
+                    )
+        for name, checkpoint in later.items():
+            try:
+                self.verified(checkpoint, trusted)
+                heads += [h for h in await self.heads_at(checkpoint) if h not in heads]
+            except CheckpointError as exc:
+                report.problems.append(f"{name}: {exc}")
         async with self.store.pool.acquire() as conn:
             report.rewrites = await self._rewritten(conn, heads)
         whole = await self.store.verify_all()

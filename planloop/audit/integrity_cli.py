@@ -3,105 +3,82 @@ publish and list signed checkpoints, check the store against a kept checkpoint, 
 verify a bundle offline.
 
 ``integrity_app`` is an unnamed typer app: planloop.audit.cli merges its commands into the `audit` group.
-The online commands are clients of the HTTP API (--api-url, --token), so the terminal goes through the same
-checks as every other caller. `verify` is offline: it reads only the bundle, and needs no PLANLOOP_*
-setting, no database and no server.
+The online commands are clients of the HTTP API (--api-url, --token) through planloop.api.cli_client, so the
+terminal goes through the same checks as every other caller. `verify` is offline: it reads only the bundle,
+and needs no PLANLOOP_* setting, no database and no server.
+
+Everything printed from an answer or a bundle is data, never rich markup: it is escaped in lines and put into
+tables as plain ``Text``, so a value like ``[/oops]`` shows as it is, and a crafted one cannot print a line
+that looks like a verdict.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
+import re
 from datetime import datetime
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
+import httpx
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from planloop.api.cli_client import (
+    ApiUrlOption,
+    JsonOption,
+    TokenOption,
+    api_client,
+    call,
+    err,
+    out,
+    print_json,
+    user_errors,
+)
 from planloop.errors import PlanloopError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from domain import PlanState
+    from planloop.audit.bundle import BundleReport
 
 integrity_app = typer.Typer(no_args_is_help=True)
 
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON, for scripts.")]
-ApiUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--api-url",
-        envvar="PLANLOOP_API_URL",
-        help="The API's base URL [default: http://PLANLOOP_API_HOST:PLANLOOP_API_PORT].",
-        show_default=False,
-    ),
-]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token", envvar="PLANLOOP_TOKEN", help="API token (`planloop token create`).", show_default=False
-    ),
-]
 Cycle = Annotated[str, typer.Argument(help="The cycle, e.g. FY2027.")]
 Unit = Annotated[str, typer.Argument(help="The org unit, e.g. DE-SALES.")]
 
-
-def user_errors(command: F) -> F:
-    """A PlanloopError is one line on stderr and exit code 1, as everywhere in the CLI."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except PlanloopError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+#: Verifying the whole store or checking it against a checkpoint may take minutes on a large store.
+SLOW = 600.0
+#: `verify`'s exit codes besides 0 (verified), 1 (usage) and 2 (integrity failure).
+SELF_CONSISTENT_EXIT = 3
 
 
 def _request(api_url: str | None, token: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    """One call to the API; its error answer becomes a PlanloopError with the API's code and message."""
-    import httpx
-
-    if not token:
-        raise PlanloopError("no API token: pass --token or set PLANLOOP_TOKEN (`planloop token create`)")
-    if not api_url:
-        from planloop.settings import load_settings
-
-        settings = load_settings()
-        api_url = f"http://{settings.api_host}:{settings.api_port}"
-    headers = {"Authorization": f"Bearer {token}"}
-    try:
-        with httpx.Client(base_url=api_url, headers=headers, timeout=600) as client:
-            answer = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise PlanloopError(f"cannot reach the API at {api_url} ({exc}); is `planloop up` running?") from None
-    if answer.status_code >= 400:
-        try:
-            body = answer.json()
-        except ValueError:
-            body = {}
-        code = body.get("code", answer.status_code) if isinstance(body, dict) else answer.status_code
-        message = body.get("message", answer.text) if isinstance(body, dict) else answer.text
-        raise PlanloopError(f"{code}: {message}")
-    return answer
+    """The JSON answer of one call to the API (cli_client's error handling)."""
+    with api_client(api_url, token, timeout=SLOW) as client:
+        return call(client, method, path, **kwargs)
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, default=str) + "\n")
+def _say(markup: str, **values: object) -> None:
+    """A line of ``markup`` with ``values`` (data from an answer or a bundle) escaped into its
+    {placeholders}."""
+    line = markup.format(**{k: escape(str(v)) for k, v in values.items()})
+    out.print(line, soft_wrap=True, highlight=False)
+
+
+def _cells(table: Table, *cells: object) -> None:
+    table.add_row(*(Text(str(cell)) for cell in cells))
 
 
 def _print_breaks(breaks: list[dict[str, Any]], title: str) -> None:
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for column in ("stream", "version", "event", "what is wrong"):
         table.add_column(column, overflow="fold")
     for b in breaks:
-        table.add_row(b["stream_id"], str(b["version"]), b.get("event_id") or "-", b["reason"])
+        _cells(table, b["stream_id"], b["version"], b.get("event_id") or "-", b["reason"])
     out.print(table)
 
 
@@ -118,11 +95,15 @@ def verify_plan(
     as_json: JsonOption = False,
 ) -> None:
     """Recompute a plan's hash chain on the server; name the first event that does not hold."""
-    report = _request(api_url, token, "GET", f"/audit/cycles/{cycle_id}/plans/{unit_id}/verify").json()
+    report = _request(api_url, token, "GET", f"/audit/cycles/{cycle_id}/plans/{unit_id}/verify")
     if as_json:
-        _print_json(report)
+        print_json(report)
     elif report["ok"]:
-        out.print(f"[green]ok[/]: {report['stream_id']}: {report['events_checked']} events, the chain holds")
+        _say(
+            "[green]ok[/]: {stream}: {events} events, the chain holds",
+            stream=report["stream_id"],
+            events=report["events_checked"],
+        )
     else:
         _print_breaks(report["breaks"], f"{report['stream_id']}: the chain is broken")
     if not report["ok"]:
@@ -135,14 +116,16 @@ def verify_store(
     api_url: ApiUrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """Recompute every stream's hash chain; name the first bad event of each broken stream (auditors)."""
-    report = _request(api_url, token, "GET", "/audit/verify").json()
+    report = _request(api_url, token, "GET", "/audit/verify")
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
         verdict = "[green]ok[/]" if report["ok"] else f"[red]{len(report['breaks'])} broken stream(s)[/]"
-        out.print(
-            f"{verdict}: {report['streams_checked']} streams, {report['events_checked']} events "
-            f"verified in {report['seconds']} s"
+        _say(
+            verdict + ": {streams} streams, {events} events verified in {seconds} s",
+            streams=report["streams_checked"],
+            events=report["events_checked"],
+            seconds=report["seconds"],
         )
         if report["breaks"]:
             _print_breaks(report["breaks"], "Broken streams")
@@ -153,24 +136,21 @@ def verify_store(
 # -- online: checkpoints ----------------------------------------------------------------------------------
 
 
-def _checkpoint_row(table: Table, document: dict[str, Any]) -> None:
-    body = document["checkpoint"]
-    table.add_row(
-        str(body["sequence"]),
-        body["published_at"],
-        str(body["streams"]),
-        str(body["events"]),
-        body["root"][:16] + "…",
-        document["digest"][:16] + "…",
-    )
-
-
 def _checkpoint_table(documents: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for column in ("#", "published at", "streams", "events", "root", "digest"):
         table.add_column(column)
     for document in documents:
-        _checkpoint_row(table, document)
+        body = document["checkpoint"]
+        _cells(
+            table,
+            body["sequence"],
+            body["published_at"],
+            body["streams"],
+            body["events"],
+            str(body["root"])[:16] + "…",
+            str(document["digest"])[:16] + "…",
+        )
     return table
 
 
@@ -185,18 +165,24 @@ def publish_checkpoint(
     as_json: JsonOption = False,
 ) -> None:
     """Publish a signed checkpoint of the store now (admins); nothing new if the store has not changed."""
-    answer = _request(api_url, token, "POST", "/audit/checkpoints").json()
+    answer = _request(api_url, token, "POST", "/audit/checkpoints")
     document = answer["checkpoint"]
     if save is not None:
         _write(save, json.dumps(document, indent=2, sort_keys=True) + "\n")
     if as_json:
-        _print_json(answer)
+        print_json(answer)
         return
     body = document["checkpoint"]
     what = "published" if answer["published"] else "unchanged since"
-    out.print(
-        f"{what} checkpoint [bold]{body['sequence']}[/]: {body['streams']} streams, {body['events']} events, "
-        f"root {body['root']}, key {body['key_id']}" + (f"; kept in {save}" if save else "")
+    _say(
+        what
+        + " checkpoint [bold]{sequence}[/]: {streams} streams, {events} events, root {root}, key {key}{kept}",
+        sequence=body["sequence"],
+        streams=body["streams"],
+        events=body["events"],
+        root=body["root"],
+        key=body["key_id"],
+        kept=f"; kept in {save}" if save else "",
     )
 
 
@@ -212,7 +198,7 @@ def list_checkpoints(
     as_json: JsonOption = False,
 ) -> None:
     """List the signed checkpoints, newest first; --save keeps the latest one to check the store against."""
-    documents = _request(api_url, token, "GET", "/audit/checkpoints", params={"limit": limit}).json()
+    documents = _request(api_url, token, "GET", "/audit/checkpoints", params={"limit": limit})
     if save is not None:
         if not documents:
             raise PlanloopError(
@@ -220,11 +206,12 @@ def list_checkpoints(
             )
         _write(save, json.dumps(documents[0], indent=2, sort_keys=True) + "\n")
     if as_json:
-        _print_json(documents)
+        print_json(documents)
         return
     out.print(_checkpoint_table(documents, "Signed checkpoints"))
     if save is not None:
-        out.print(f"kept checkpoint {documents[0]['checkpoint']['sequence']} in {save}")
+        sequence = documents[0]["checkpoint"]["sequence"]
+        out.print(Text(f"kept checkpoint {sequence} in {save}"))
 
 
 @integrity_app.command("consistency")
@@ -240,18 +227,21 @@ def consistency(
         document = json.loads(checkpoint_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PlanloopError(f"cannot read the checkpoint {checkpoint_file} ({exc})") from None
-    report = _request(api_url, token, "POST", "/audit/checkpoints/consistency", json=document).json()
+    report = _request(api_url, token, "POST", "/audit/checkpoints/consistency", json=document)
     if as_json:
-        _print_json(report)
+        print_json(report)
     elif report["ok"]:
-        out.print(
-            f"[green]ok[/]: the store extends checkpoint {report['sequence']} (latest: "
-            f"{report['latest_sequence']}); {report['streams_checked']} streams, {report['events_checked']} "
-            "events verified; only appended to since"
+        _say(
+            "[green]ok[/]: the store extends checkpoint {sequence} (latest: {latest}); {streams} streams, "
+            "{events} events verified; only appended to since",
+            sequence=report["sequence"],
+            latest=report["latest_sequence"],
+            streams=report["streams_checked"],
+            events=report["events_checked"],
         )
     else:
         for problem in report["problems"]:
-            out.print(f"[red]problem[/]: {problem}", soft_wrap=True)
+            _say("[red]problem[/]: {problem}", problem=problem)
         if report["rewrites"]:
             _print_breaks(report["rewrites"], f"Rewritten since checkpoint {report['sequence']}")
         if report["breaks"]:
@@ -280,20 +270,35 @@ def export(
     token: TokenOption = None,
 ) -> None:
     """Export a plan's history as a self-contained bundle that `planloop audit verify` checks offline."""
-    answer = _request(api_url, token, "GET", f"/audit/cycles/{cycle_id}/plans/{unit_id}/bundle")
+    answers: list[httpx.Response] = []
+    with api_client(api_url, token, timeout=SLOW) as client:
+        # The bundle is JSON Lines, which `call` does not parse; a hook keeps the raw answer for us.
+        client.event_hooks["response"] = [answers.append]
+        call(client, "GET", f"/audit/cycles/{cycle_id}/plans/{unit_id}/bundle")
+    content = answers[-1].content
     try:
-        output.write_bytes(answer.content)
+        output.write_bytes(content)
     except OSError as exc:
         raise PlanloopError(f"cannot write {output} ({exc.strerror})") from None
-    lines = answer.content.count(b"\n")
-    out.print(f"wrote {output}: {lines} records, {len(answer.content)} bytes")
+    records = content.count(b"\n")
+    out.print(Text(f"wrote {output}: {records} records, {len(content)} bytes"))
 
 
-def _trusted(value: str | None) -> Any:
+_FINGERPRINT = re.compile(r"ed25519:[0-9a-f]{64}")
+
+
+def _trusted(value: str | None) -> Ed25519PublicKey | str | None:
     """A fingerprint (ed25519:...) as given, or the public key in a PEM file."""
     from planloop.audit import keys
 
-    if value is None or value.startswith(keys.KEY_PREFIX):
+    if value is None:
+        return None
+    if value.startswith(keys.KEY_PREFIX):
+        if not _FINGERPRINT.fullmatch(value):
+            raise PlanloopError(
+                f"--trusted-key {value!r} is not a fingerprint: expected {keys.KEY_PREFIX} and 64 lowercase "
+                "hex digits, as GET /audit/public-key answers key_id"
+            )
         return value
     try:
         return keys.load_public_pem(Path(value).read_bytes())
@@ -321,33 +326,59 @@ def verify_bundle_command(
             "--trusted-key", help="The signer you trust: its PEM file, or its fingerprint ed25519:…"
         ),
     ] = None,
+    allow_uncovered: Annotated[
+        bool,
+        typer.Option(
+            "--allow-uncovered",
+            help="Accept events after the signed checkpoint as chain-verified only (anyone who rewrites "
+            "the bundle can redo their hashes).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Verify a bundle offline (no database, no server, no settings): every event's digest and the chain,
-    the checkpoint's signature, the inclusion proof of the plan's head, and the key against --trusted-key."""
-    from planloop.audit.bundle import plan_as_of, read_bundle, verify_bundle
+    the checkpoint's signature, the inclusion proof of the plan's head, and the signer against
+    --trusted-key.
+
+    Exit codes: 0 verified (a checkpoint signed by the trusted key covers every event); 2 failed; 3
+    self-consistent but the signer not checked (no --trusted-key: anyone could have made such a bundle);
+    1 a usage error, or a plan that cannot be shown as of --as-of/--version.
+    """
+    from planloop.audit.bundle import FAILED, VERIFIED, BundleError, plan_as_of, read_bundle, verify_bundle
 
     try:
         raw = bundle_file.read_bytes()
     except OSError as exc:
         raise PlanloopError(f"cannot read the bundle {bundle_file} ({exc.strerror})") from None
     bundle = read_bundle(raw)
-    report = verify_bundle(bundle, _trusted(trusted_key))
+    report = verify_bundle(bundle, _trusted(trusted_key), allow_uncovered=allow_uncovered)
     moment = _moment(as_of)
-    state = None
+    state: PlanState | None = None
+    unshown: BundleError | None = None
     if moment is not None or version is not None:
-        state = plan_as_of(bundle, at=moment, version=version)
+        try:
+            state = plan_as_of(bundle, at=moment, version=version)
+        except BundleError as exc:
+            unshown = exc
     if as_json:
         shown = report.as_json()
         if state is not None:
             shown["plan"] = state.model_dump(mode="json")
-        _print_json(shown)
+        if unshown is not None:
+            shown["plan_error"] = str(unshown)
+        print_json(shown)
     else:
         _print_report(report)
         if state is not None:
             _print_plan(state, moment, version)
-    if not report.ok:
+    if unshown is not None:
+        err.print(Text.assemble(("error: ", "bold red"), str(unshown)), highlight=False, soft_wrap=True)
+    if report.verdict == FAILED:
         raise typer.Exit(2)
+    if unshown is not None:
+        raise typer.Exit(1)
+    if report.verdict != VERIFIED:
+        raise typer.Exit(SELF_CONSISTENT_EXIT)
 
 
 def _moment(text: str | None) -> datetime | None:
@@ -362,41 +393,64 @@ def _moment(text: str | None) -> datetime | None:
     return moment
 
 
-def _print_report(report: Any) -> None:
-    mark = "[green]ok[/]" if report.ok else "[red]FAILED[/]"
-    out.print(f"{mark}: bundle of {report.stream_id}, {report.events} events")
+def _print_report(report: BundleReport) -> None:
+    from planloop.audit.bundle import FAILED, VERIFIED
+
+    mark = {
+        VERIFIED: "[bold green]VERIFIED[/]",
+        FAILED: "[bold red]FAILED[/]",
+    }.get(report.verdict, "[bold yellow]SELF-CONSISTENT, SIGNER NOT CHECKED[/]")
+    _say(mark + ": bundle of {stream}, {events} events", stream=report.stream_id, events=report.events)
     found = report.chain_break
     if found is None:
-        out.print("  chain: every event's digest and hash hold, each links to the one before")
+        _say("  chain: every event's digest and hash hold, each links to the one before")
     else:
-        at = f" (event {found.event_id})" if found.event_id else ""
-        out.print(f"  [red]chain broken[/] at version {found.version}{at}: {found.reason}", soft_wrap=True)
+        _say(
+            "  [red]chain broken[/] at version {version}{at}: {reason}",
+            version=found.version,
+            at=f" (event {found.event_id})" if found.event_id else "",
+            reason=found.reason,
+        )
     if report.checkpoint_sequence is None:
-        out.print("  [yellow]no checkpoint[/]: nothing signed covers these events")
+        _say("  [red]no checkpoint[/]: nothing signed covers these events")
     else:
         signed = "signature holds" if report.signature_ok else "[red]signature does not hold[/]"
-        out.print(f"  checkpoint {report.checkpoint_sequence} of {report.checkpoint_published_at}: {signed}")
+        _say(
+            "  checkpoint {sequence} of {published}: " + signed,
+            sequence=report.checkpoint_sequence,
+            published=report.checkpoint_published_at,
+        )
         if report.covered_version is not None:
-            out.print(f"  covered: versions 1 to {report.covered_version} are in the signed checkpoint")
-    if report.uncovered_events:
-        out.print(
-            f"  [yellow]{report.uncovered_events} event(s) not yet covered by a checkpoint[/] "
-            "(chain-verified only)"
+            _say(
+                "  covered: versions 1 to {version} are in the signed checkpoint",
+                version=report.covered_version,
+            )
+    if report.uncovered_events and report.covered_version is not None:
+        accepted = (
+            "[yellow]accepted as chain-verified only (--allow-uncovered)[/]"
+            if report.allow_uncovered
+            else "[red]not accepted without --allow-uncovered[/]"
+        )
+        _say(
+            "  [yellow]{count} event(s) after version {version} not covered by a checkpoint[/]: " + accepted,
+            count=report.uncovered_events,
+            version=report.covered_version,
         )
     if report.key_id:
-        out.print(f"  signing key: {report.key_id}")
+        _say("  signing key: {key}", key=report.key_id)
         if report.trusted is None:
-            out.print(
-                "  [yellow]key not checked[/]: a key shipped in the bundle proves nothing about who signed; "
-                "compare the fingerprint above with the one you trust, or pass --trusted-key"
+            _say(
+                "  [yellow]key not checked[/]: the bundle only holds together with itself, and a key shipped "
+                "in it proves nothing about who signed (anyone can make such a bundle); compare the "
+                "fingerprint above with the one you trust, or pass --trusted-key"
             )
         elif report.trusted:
-            out.print("  [green]the key is the one you trust[/]")
+            _say("  [green]the key is the one you trust[/]")
     for problem in report.problems:
-        out.print(f"  [red]problem[/]: {problem}", soft_wrap=True)
+        _say("  [red]problem[/]: {problem}", problem=problem)
 
 
-def _print_plan(state: Any, as_of: datetime | None, version: int | None) -> None:
+def _print_plan(state: PlanState, as_of: datetime | None, version: int | None) -> None:
     when = " and ".join(
         x
         for x in (f"time {as_of.isoformat()}" if as_of else "", f"version {version}" if version else "")
@@ -405,12 +459,15 @@ def _print_plan(state: Any, as_of: datetime | None, version: int | None) -> None
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("Plan as of", when or "the end")
-    grid.add_row("Stream version", str(state.version))
-    grid.add_row("Phase", f"{state.phase.value if state.phase else '-'} (iteration {state.iteration})")
+    rows = [
+        ("Plan as of", when or "the end"),
+        ("Stream version", str(state.version)),
+        ("Phase", f"{state.phase.value if state.phase else '-'} (iteration {state.iteration})"),
+    ]
     revision = state.revisions[-1] if state.revisions else None
     if revision is not None:
-        grid.add_row("Revision", f"{revision.number} by {revision.author}: {revision.reason}")
-    grid.add_row("Signed off", str(state.signed_off_revision or "-"))
-    grid.add_row("Decisions", str(len(state.decisions)))
+        rows.append(("Revision", f"{revision.number} by {revision.author}: {revision.reason}"))
+    rows += [("Signed off", str(state.signed_off_revision or "-")), ("Decisions", str(len(state.decisions)))]
+    for name, value in rows:
+        grid.add_row(name, Text(value))
     out.print(grid)

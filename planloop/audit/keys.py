@@ -1,9 +1,18 @@
-"""The checkpoint signing key: an Ed25519 private key in a PEM file readable by its owner only.
+"""The checkpoint signing key: an Ed25519 private key in a PEM file readable by its owner only, and the
+two files the publisher keeps beside it.
 
 The key lives on the API's host, not in the database, so a database administrator who rewrites history
 cannot sign a checkpoint to match. Its public half is published (GET /audit/public-key, and inside every
 bundle); its fingerprint, ``ed25519:`` + SHA-256 of the raw 32-byte public key in hex, is the key id every
 checkpoint names, and what an auditor compares against the fingerprint they were given out of band.
+
+Beside the key file ``K``, also off the database host:
+
+* ``K.trusted`` (optional, written by whoever rotates the key): the public keys of earlier signing keys, PEM
+  blocks one after another. The publisher believes a stored checkpoint only under its own key or one of
+  these, never under a key the database holds, which its administrator could have put there.
+* ``K.last-checkpoint`` (written by the publisher): the sequence and digest of the last checkpoint it
+  signed, so checkpoints deleted from the database, or one inserted after it, are noticed.
 """
 
 from __future__ import annotations
@@ -11,8 +20,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
+import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -63,6 +75,99 @@ def signature_holds(public_key: Ed25519PublicKey, message: bytes, signature: str
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def trusted_file(key_file: Path) -> Path:
+    """Where the public keys of earlier signing keys are listed: ``<key file>.trusted``."""
+    return key_file.with_name(key_file.name + ".trusted")
+
+
+def record_file(key_file: Path) -> Path:
+    """Where the publisher records the last checkpoint it signed: ``<key file>.last-checkpoint``."""
+    return key_file.with_name(key_file.name + ".last-checkpoint")
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----.*?-----END PUBLIC KEY-----", re.DOTALL)
+
+
+def load_trusted_keys(path: Path) -> list[Ed25519PublicKey]:
+    """The public keys listed in ``path`` (PEM blocks, one after another); none if there is no such file."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SigningKeyError(f"cannot read the trusted public keys {path} ({exc})") from None
+    blocks = _PEM_BLOCK.findall(text)
+    if not blocks and text.strip():
+        raise SigningKeyError(
+            f"{path} holds no PEM public key; list earlier signing keys there as GET /audit/public-key "
+            "served them (-----BEGIN PUBLIC KEY----- ...), or remove the file"
+        )
+    found = []
+    for number, block in enumerate(blocks, start=1):
+        try:
+            found.append(load_public_pem(block))
+        except SigningKeyError as exc:
+            raise SigningKeyError(f"{path}, key {number}: {exc}") from None
+    return found
+
+
+@dataclass(frozen=True)
+class LastSigned:
+    """The last checkpoint this publisher signed, as it recorded it beside its key."""
+
+    sequence: int
+    digest: str
+
+
+def read_last_signed(path: Path) -> LastSigned | None:
+    """The publisher's record in ``path``; None when it has not recorded a checkpoint yet."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = LastSigned(data["sequence"], data["digest"])
+        if not isinstance(record.sequence, int) or not isinstance(record.digest, str):
+            raise TypeError("sequence or digest of the wrong type")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SigningKeyError(
+            f"the record of the last signed checkpoint {path} is unreadable ({exc}); restore it from a "
+            "backup, or remove it to have the publisher adopt the database's latest checkpoint (only once "
+            "you have checked that checkpoint, e.g. against one an auditor kept)"
+        ) from None
+    return record
+
+
+def write_last_signed(path: Path, record: LastSigned) -> None:
+    """Replace the record in ``path`` atomically: a crash leaves the old record or the new, never half."""
+    text = json.dumps({"sequence": record.sequence, "digest": record.digest}) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise SigningKeyError(
+            f"cannot write the record of the last signed checkpoint {path} ({exc.strerror}); make its "
+            "folder writable"
+        ) from None
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey | None:
+    """The private key in ``path``, or None when there is none yet (nothing is created)."""
+    if not path.exists():
+        return None
+    return _load(path)
 
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:

@@ -8,6 +8,7 @@ import itertools
 import stat
 import uuid
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -15,7 +16,13 @@ import pytest
 from eventstore import ANY, EventStore, NewEvent
 from planloop.api.audit_integrity import PUBLISHER_LOCK, publish_on_schedule
 from planloop.audit import keys
-from planloop.audit.checkpoints import CheckpointError, CheckpointRefused, Checkpoints, SignedCheckpoint
+from planloop.audit.checkpoints import (
+    PUBLISH_LOCK,
+    CheckpointError,
+    CheckpointRefused,
+    Checkpoints,
+    SignedCheckpoint,
+)
 from planloop.audit.keys import SigningKeyError, load_or_create_signing_key
 from planloop.audit.proofs import StreamHead, inclusion_path, merkle_root, verify_inclusion
 
@@ -38,7 +45,7 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def checkpoints(store: EventStore, key_file: Path) -> Checkpoints:
-    return Checkpoints(store, lambda: load_or_create_signing_key(key_file))
+    return Checkpoints(store, key_file)
 
 
 @pytest.fixture
@@ -93,7 +100,7 @@ async def test_checkpoints_chain_and_are_signed_only_when_the_store_changed(
 async def test_concurrent_publishers_number_checkpoints_one_after_another(
     store: EventStore, checkpoints: Checkpoints, key_file: Path
 ) -> None:
-    other = Checkpoints(store, lambda: load_or_create_signing_key(key_file))
+    other = Checkpoints(store, key_file)
     for n in range(1, 6):
         await append(store, PLAN, n)
         await asyncio.gather(checkpoints.publish(), other.publish())
@@ -215,3 +222,44 @@ async def test_the_publisher_publishes_on_schedule_only_when_the_store_changed(
     finally:
         stop.set()
         await asyncio.gather(publisher, standby)
+
+
+async def test_a_publish_whose_unlock_fails_does_not_leak_the_publish_lock(
+    store: EventStore, checkpoints: Checkpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool does not reset a session on release: a connection that failed to unlock went back to the pool
+    holding the lock, and every later publish from another connection waited forever."""
+    real_fetchval, real_execute = asyncpg.Connection.fetchval, asyncpg.Connection.execute
+    failed_unlocks = []
+
+    def failing(real: Any) -> Any:
+        async def call(self: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+            if "pg_advisory_unlock(" in query:
+                failed_unlocks.append(query)
+                raise asyncpg.InterfaceError("the connection broke while unlocking (simulated)")
+            return await real(self, query, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(asyncpg.Connection, "fetchval", failing(real_fetchval))
+    monkeypatch.setattr(asyncpg.Connection, "execute", failing(real_execute))
+    await append(store, PLAN, 1)
+    published, new = await checkpoints.publish()
+    assert new and published is not None and len(failed_unlocks) == 1
+    monkeypatch.undo()
+
+    held = -1
+    for _ in range(100):  # a closed connection's session ends on the server a moment later
+        held = await store.pool.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid::bigint = $1 AND objid::bigint = $2",
+            PUBLISH_LOCK >> 32,
+            PUBLISH_LOCK & 0xFFFFFFFF,
+        )
+        if held == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert held == 0, "a pooled connection still holds the publish lock"
+    await append(store, PLAN, 2)
+    second, new = await asyncio.wait_for(Checkpoints(store, checkpoints.key_file).publish(), 60)
+    assert new and second is not None and second.sequence == 2

@@ -14,10 +14,12 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from eventstore import EventStore
 from planloop.api.auth import Role
 from planloop.audit.integrity_cli import integrity_app
 from tests.api.conftest import MakeToken, cycle_definition, unique_cycle, wait_for_plans
-from tests.audit.test_tamper import rewrite_consistently
+from tests.audit.test_checkpoints import append
+from tests.audit.test_tamper import as_dba, rewrite_consistently
 from tests.workflows import scenario
 from workflows import plan_id
 
@@ -145,7 +147,68 @@ async def test_the_cli_verifies_keeps_a_checkpoint_checks_it_and_exports(
     bundle = tmp_path / "de.jsonl"
     exported = await cli("export", cycle, "DE", "-o", str(bundle))
     assert exported.exit_code == 0 and bundle.read_bytes().startswith(b'{"record":"header"')
-    verified = await asyncio.to_thread(runner.invoke, integrity_app, ["verify", str(bundle)])
-    assert verified.exit_code == 0 and "checkpoint 1" in verified.output, verified.output
+    unpinned = await asyncio.to_thread(runner.invoke, integrity_app, ["verify", str(bundle)])
+    assert unpinned.exit_code == 3 and "checkpoint 1" in unpinned.output, unpinned.output
+    assert "SELF-CONSISTENT, SIGNER NOT CHECKED" in unpinned.output
+    async with httpx.AsyncClient(base_url=live_api) as http:
+        key_id = (await http.get("/audit/public-key", headers=headers)).json()["key_id"]
+    verified = await asyncio.to_thread(
+        runner.invoke, integrity_app, ["verify", str(bundle), "--trusted-key", key_id]
+    )
+    assert verified.exit_code == 0 and verified.output.startswith("VERIFIED"), verified.output
     unknown = await cli("verify-plan", cycle, "XX")
     assert unknown.exit_code == 1 and "plan_not_found" in unknown.output
+
+
+async def test_reading_the_public_key_does_not_create_the_signing_key(
+    http: httpx.AsyncClient, admin: Any, auditor: Any, store: EventStore, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "audit-key.pem"
+    before = await http.get("/audit/public-key", headers=auditor)
+    assert before.status_code == 404 and "first checkpoint is published" in before.json()["message"]
+    assert not key_file.exists(), "any role's read made the signing key"
+    await append(store, "plan:FY2027:DE", 1)
+    assert (await http.post("/audit/checkpoints", headers=admin)).status_code == 201
+    after = await http.get("/audit/public-key", headers=auditor)
+    assert after.status_code == 200 and key_file.exists()
+
+
+async def test_a_consistency_document_without_its_digest_is_checked(
+    http: httpx.AsyncClient, admin: Any, auditor: Any, store: EventStore
+) -> None:
+    """The digest is optional in the request, but was passed on as None and refused as a change."""
+    await append(store, "plan:FY2027:DE", 1)
+    kept = (await http.post("/audit/checkpoints", headers=admin)).json()["checkpoint"]
+    without = {k: v for k, v in kept.items() if k != "digest"}
+    answer = await http.post("/audit/checkpoints/consistency", json=without, headers=auditor)
+    assert answer.status_code == 200 and answer.json()["ok"], answer.text
+    wrong = await http.post(
+        "/audit/checkpoints/consistency", json={**kept, "digest": "0" * 64}, headers=auditor
+    )
+    assert wrong.status_code == 422 and "the checkpoint was changed" in wrong.json()["message"]
+
+
+async def test_a_tampered_checkpoint_row_is_a_409_naming_it_not_a_500(
+    http: httpx.AsyncClient, admin: Any, auditor: Any, store: EventStore, database_url: str
+) -> None:
+    await append(store, "plan:FY2027:DE", 1)
+    kept = (await http.post("/audit/checkpoints", headers=admin)).json()["checkpoint"]
+    await append(store, "plan:FY2027:DE", 2)
+    assert (await http.post("/audit/checkpoints", headers=admin)).status_code == 201
+    conn = await asyncpg.connect(database_url)
+    try:
+        await as_dba(conn, ("UPDATE audit_checkpoints SET document = '{\"x\": 1}' WHERE sequence = 2", ()))
+    finally:
+        await conn.close()
+    for path in ("/audit/checkpoints", "/audit/checkpoints/latest", "/audit/checkpoints/2"):
+        answer = await http.get(path, headers=auditor)
+        assert answer.status_code == 409, (path, answer.text)
+        assert answer.json()["code"] == "store_not_consistent"
+        assert "the stored checkpoint 2 cannot be read" in answer.json()["message"]
+    refused = await http.post("/audit/checkpoints", headers=admin)
+    assert (
+        refused.status_code == 409 and "the stored checkpoint 2 cannot be read" in refused.json()["message"]
+    )
+    report = await http.post("/audit/checkpoints/consistency", json=kept, headers=auditor)
+    assert report.status_code == 200 and not report.json()["ok"]
+    assert any("the stored checkpoint 2 cannot be read" in p for p in report.json()["problems"])

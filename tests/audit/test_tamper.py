@@ -16,11 +16,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from eventstore import ANY, EventStore, jsoncodec
 from eventstore.types import ChainBreak
+from planloop.audit import keys
 from planloop.audit.checkpoints import CheckpointRefused, Checkpoints, ConsistencyReport, SignedCheckpoint
-from planloop.audit.keys import load_or_create_signing_key
+from planloop.audit.proofs import StreamHead, merkle_root
 from tests.audit.test_checkpoints import append, event
 
 PLAN = "plan:FY2027:DE"
@@ -40,7 +42,7 @@ class Scene:
 
 @pytest.fixture
 async def scene(store: EventStore, database_url: str, tmp_path: Path) -> AsyncIterator[Scene]:
-    checkpoints = Checkpoints(store, lambda: load_or_create_signing_key(tmp_path / "audit-key.pem"))
+    checkpoints = Checkpoints(store, tmp_path / "audit-key.pem")
     await append(store, "kept", 0)
     await append(store, PLAN, 1, 2)
     kept, _ = await checkpoints.publish()
@@ -230,3 +232,140 @@ async def test_removed_checkpoints_and_a_forged_kept_checkpoint_are_named(scene:
     forged = SignedCheckpoint({**scene.kept.body, "events": 99}, scene.kept.signature)
     report = await scene.checkpoints.consistency(forged)
     assert not report.ok and "signature of checkpoint 1 does not hold" in report.problems[0]
+
+
+# -- what a database administrator can do to the checkpoints themselves ---------------------------------
+
+
+def record_of(scene: Scene) -> Path:
+    return scene.checkpoints.record_file
+
+
+async def test_a_publisher_refuses_to_sign_after_its_latest_checkpoint_was_deleted(scene: Scene) -> None:
+    """Deleting the latest checkpoint (or every one) would let the publisher sign the rewritten store anew."""
+    await as_dba(
+        scene.dba,
+        ("DELETE FROM audit_checkpoint_heads WHERE sequence = 3", ()),
+        ("DELETE FROM audit_checkpoints WHERE sequence = 3", ()),
+    )
+    await rewrite_consistently(scene.dba, 4, {"actor": "mallory"})
+    await append(scene.store, PLAN, 6)
+    with pytest.raises(
+        CheckpointRefused, match="latest checkpoint is 2, but this publisher last signed checkpoint 3"
+    ):
+        await scene.checkpoints.publish()
+    assert [c.sequence for c in await scene.checkpoints.list()] == [2, 1]
+    report = await scene.consistency()
+    assert any("checkpoints after 2 were removed" in p for p in report.problems), report.problems
+
+    await as_dba(scene.dba, ("DELETE FROM audit_checkpoint_heads", ()), ("DELETE FROM audit_checkpoints", ()))
+    with pytest.raises(
+        CheckpointRefused, match=r"holds no checkpoint.*the checkpoint tables were emptied"
+    ) as refused:
+        await scene.checkpoints.publish()
+    assert str(record_of(scene)) in str(refused.value), "the message names the record to remove once resolved"
+    assert await scene.checkpoints.list() == []
+
+
+async def test_a_checkpoint_forged_with_a_key_inserted_in_the_database_is_refused_and_named(
+    scene: Scene,
+) -> None:
+    """A database administrator rewrites the plan, inserts their own key and signs checkpoint 4 over the
+    rewrite, chained to checkpoint 3: a key in the database proves nothing, so nothing is signed after it."""
+    await rewrite_consistently(scene.dba, 3, {"actor": "mallory"})
+    latest = await scene.checkpoints.latest()
+    assert latest is not None
+    rows = await scene.dba.fetch("SELECT stream_id, version, last_hash FROM streams ORDER BY stream_id")
+    heads = [StreamHead(r["stream_id"], r["version"], r["last_hash"]) for r in rows]
+    mallory = Ed25519PrivateKey.generate()
+    body = {
+        **latest.body,
+        "sequence": 4,
+        "previous": latest.digest,
+        "root": merkle_root(heads),
+        "streams": len(heads),
+        "events": sum(h.version for h in heads),
+        "key_id": keys.fingerprint(mallory.public_key()),
+    }
+    forged = SignedCheckpoint(body, keys.sign(mallory, SignedCheckpoint(body, "").message))
+    await as_dba(
+        scene.dba,
+        (
+            "INSERT INTO audit_keys (key_id, public_key) VALUES ($1, $2)",
+            (forged.key_id, keys.public_pem(mallory.public_key())),
+        ),
+        (
+            """INSERT INTO audit_checkpoints (sequence, published_at, digest, root, streams, events, key_id,
+                                              document) VALUES (4, now(), $1, $2, $3, $4, $5, $6)""",
+            (forged.digest, forged.root, body["streams"], body["events"], forged.key_id, forged.text()),
+        ),
+        *(
+            (
+                "INSERT INTO audit_checkpoint_heads (sequence, stream_id, version, head_hash) "
+                "VALUES (4, $1, $2, $3)",
+                (h.stream_id, h.version, h.head_hash),
+            )
+            for h in heads
+        ),
+    )
+    await append(scene.store, PLAN, 6)
+    with pytest.raises(
+        CheckpointRefused, match=f"latest checkpoint is 4 \\(signed by key {forged.key_id}\\)"
+    ):
+        await scene.checkpoints.publish()
+    assert [c.sequence for c in await scene.checkpoints.list()] == [4, 3, 2, 1]
+
+    report = await scene.consistency()
+    assert not report.ok
+    assert any(f"signed by key {forged.key_id}, which this API does not trust" in p for p in report.problems)
+    assert any("checkpoints were inserted" in p for p in report.problems), report.problems
+    # The last checkpoint the publisher signed still pins the rewrite, though a forged one came after it.
+    rewrite = only(report.rewrites)
+    assert (rewrite.version, rewrite.event_id) == (3, scene.ids[3])
+
+
+async def test_a_publish_whose_record_was_not_written_is_accepted_as_its_successor_only(scene: Scene) -> None:
+    """A crash between the database commit and the record: the database is one ahead, signed by our key and
+    chained to the record; the next publish accepts that and catches the record up. Two ahead is refused."""
+    record = record_of(scene)
+    assert keys.read_last_signed(record) == keys.LastSigned(3, (await scene.checkpoints.get(3)).digest)  # type: ignore[union-attr]
+    behind = record.read_bytes()
+    await append(scene.store, PLAN, 6)
+    fourth, new = await scene.checkpoints.publish()
+    assert new and fourth is not None and fourth.sequence == 4
+    record.write_bytes(behind)  # as if the process had died before writing the record
+
+    assert (await scene.consistency()).ok
+    again, new = await scene.checkpoints.publish()
+    assert (again, new) == (fourth, False)
+    assert keys.read_last_signed(record) == keys.LastSigned(4, fourth.digest), "the record caught up"
+
+    record.write_bytes(behind)
+    await append(scene.store, PLAN, 7)
+    fifth, new = await scene.checkpoints.publish()
+    assert new and fifth is not None and fifth.sequence == 5 and fifth.body["previous"] == fourth.digest
+    assert keys.read_last_signed(record) == keys.LastSigned(5, fifth.digest)
+
+    record.write_bytes(behind)  # two behind: not what a crash leaves
+    await append(scene.store, PLAN, 8)
+    with pytest.raises(CheckpointRefused, match="only its successor, signed by this publisher"):
+        await scene.checkpoints.publish()
+
+
+async def test_a_tampered_checkpoint_row_is_reported_not_raised(scene: Scene) -> None:
+    """A stored document that is not a checkpoint any more, and a checkpoint row gone while its heads stay:
+    the consistency report and the publisher name them instead of failing with an exception."""
+    await rewrite_consistently(scene.dba, 1, {"actor": "mallory"})
+    await as_dba(
+        scene.dba,
+        ("UPDATE audit_checkpoints SET document = 'not json' WHERE sequence = 3", ()),
+        ("DELETE FROM audit_checkpoints WHERE sequence = 2", ()),
+    )
+    report = await scene.consistency()
+    assert not report.ok
+    assert any("the stored checkpoint 3 cannot be read" in p for p in report.problems), report.problems
+    rewrite = only(report.rewrites)  # pinned by checkpoint 1 alone: 2 is gone, 3 unreadable
+    assert (rewrite.version, rewrite.event_id) == (1, scene.ids[1])
+    assert "one of versions 1 to 2" in rewrite.reason
+    with pytest.raises(CheckpointRefused, match="the stored checkpoint 3 cannot be read"):
+        await scene.checkpoints.publish()
