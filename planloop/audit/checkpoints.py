@@ -12,6 +12,12 @@ Why this catches what plain chain verification cannot: a database administrator 
 trigger off and rewrite a stream *consistently*, recomputing every digest and hash; the chain then verifies.
 But the rewritten head hash no longer matches the hash a signed checkpoint recorded for that version, and
 nobody without the key (a file on the API's host, not in the database) can sign a new one.
+
+Nor can the administrator make the publisher sign over a rewrite by changing the checkpoints themselves: a
+stored checkpoint counts only under a key trusted from outside the database (the signing key, or an earlier
+one listed beside it), so a key of their own inserted into ``audit_keys`` proves nothing; and the publisher
+keeps the sequence and digest of the last checkpoint it signed beside its key, so deleting checkpoints (or
+all of them, to start again at 1) or putting a forged one after its last is refused, not signed over.
 """
 
 from __future__ import annotations

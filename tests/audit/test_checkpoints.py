@@ -263,3 +263,27 @@ async def test_a_publish_whose_unlock_fails_does_not_leak_the_publish_lock(
     await append(store, PLAN, 2)
     second, new = await asyncio.wait_for(Checkpoints(store, checkpoints.key_file).publish(), 60)
     assert new and second is not None and second.sequence == 2
+
+
+async def test_after_a_key_rotation_earlier_checkpoints_count_only_under_keys_listed_beside_the_key(
+    store: EventStore, checkpoints: Checkpoints, key_file: Path
+) -> None:
+    await append(store, PLAN, 1)
+    first, _ = await checkpoints.publish()
+    assert first is not None
+    retired = checkpoints.public_key
+    key_file.rename(key_file.with_name("retired.pem"))  # a new key is made at the same place
+    rotated = Checkpoints(store, key_file)
+    await append(store, PLAN, 2)
+    with pytest.raises(
+        CheckpointRefused, match=f"signed by key {first.key_id}, which this API does not trust"
+    ):
+        await rotated.publish()
+    keys.trusted_file(key_file).write_text(keys.public_pem(retired))
+    second, new = await rotated.publish()
+    assert new and second is not None and second.body["previous"] == first.digest
+    assert second.key_id == rotated.key_id != first.key_id
+    assert (await rotated.consistency(first)).ok
+    keys.trusted_file(key_file).write_text("not a key")
+    with pytest.raises(SigningKeyError, match="holds no PEM public key"):
+        await rotated.publish()
