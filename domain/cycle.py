@@ -25,7 +25,7 @@ from pydantic_core import PydanticUndefined
 
 from domain.approval import check_chain
 from domain.base import DomainModel, OrgLevel, UtcDateTime
-from domain.calendar import CycleCalendar
+from domain.calendar import CycleCalendar, Pace
 from domain.canonical import JsonValue, to_json_safe
 from domain.commands import OpenPlan
 from domain.errors import DomainError, ErrorCode
@@ -97,6 +97,8 @@ class OpenCycle(_PacksHierarchy):
     calendar: CycleCalendar
     hierarchy: OrgHierarchy
     currency: CurrencyCode = "EUR"
+    # A compressed calendar (demos, training); None: the cycle runs on real time.
+    pace: Pace | None = None
 
 
 class CloseCycle(DomainModel):
@@ -118,6 +120,8 @@ class CycleOpened(_PacksHierarchy):
     calendar: CycleCalendar
     hierarchy: OrgHierarchy
     currency: CurrencyCode
+    # Recorded so that an auditor knows the ``at`` of every event in the cycle is calendar time.
+    pace: Pace | None = None
 
 
 class CycleClosed(DomainModel):
@@ -189,6 +193,7 @@ def cycle_opened(command: OpenCycle) -> CycleOpened:
         calendar=command.calendar,
         hierarchy=command.hierarchy,
         currency=command.currency,
+        pace=command.pace,
     )
 
 

@@ -223,6 +223,8 @@ def run_demo(
             "data_dir": data_dir if data_dir is not None else temporary / "data",  # type: ignore[operator]
             "database_url": None,
             "temporal_address": None,
+            # The story runs a year on a compressed calendar.
+            "paced_cycles": True,
         }
     )
     # The story speaks for itself: planloop's own logs show warnings only, unless a level is configured.

@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     db_pool_max: int = Field(default=10, ge=1, description="Maximum number of pooled database connections.")
     api_host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on.")
     api_port: int = Field(default=8360, ge=1, le=65535, description="Port of the HTTP API.")
+    paced_cycles: bool = Field(
+        default=False,
+        description="Allow cycles on a compressed calendar (POST /cycles with a pace; `planloop demo`): "
+        "their events carry calendar time, not real time. For installations meant for demos or training.",
+    )
     webhook_private_targets: bool = Field(
         default=False,
         description="Allow webhook subscriptions to loopback, private and link-local addresses (receivers "

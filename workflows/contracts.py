@@ -6,14 +6,12 @@ as they were sent (an untyped payload would come back with Decimals as strings).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from math import ceil
 from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain import Command, Deadline, Phase, PlanState
-from domain.base import UtcDateTime
+from domain.calendar import Pace
 from domain.commands import OpenPlan
 from domain.cycle import CloseCycle, OpenCycle
 from domain.rollup import PlanFigures
@@ -59,40 +57,6 @@ class CommandResult(BaseModel):
     revision: int | None
     phase: Phase | None
     duplicate: bool = False
-
-
-# Calendar time per wall-clock second at most: a month in about a quarter of a second.
-MAX_SPEED = 10_000_000.0
-
-
-class Pace(BaseModel):
-    """A compressed calendar, for demos and training: the cycle's calendar runs ``speed`` times faster than
-    the wall clock. At the real moment ``real_origin`` the calendar reads ``calendar_origin``; from then on a
-    workflow's calendar time is ``calendar_origin + (workflow.now() - real_origin) * speed``, so a year of
-    monthly closes and quarterly reviews passes in minutes. Without a pace, calendar time is real time."""
-
-    model_config = ConfigDict(frozen=True)
-
-    speed: float = Field(ge=1, le=MAX_SPEED)
-    calendar_origin: UtcDateTime
-    real_origin: UtcDateTime
-
-    def calendar_at(self, real: datetime) -> datetime:
-        """The calendar's time at the real moment ``real``. It stops at the end of year 9999, which a fast
-        pace reaches within days or weeks of real time: a plan left running then still answers."""
-        try:
-            return self.calendar_origin + (real - self.real_origin) * self.speed
-        except OverflowError:
-            return datetime.max.replace(tzinfo=UTC)
-
-    def real_at(self, calendar: datetime) -> datetime:
-        """The real moment at which the calendar reads ``calendar``."""
-        return self.real_origin + (calendar - self.calendar_origin) / self.speed
-
-    def real_duration(self, calendar: timedelta) -> timedelta:
-        """How long ``calendar`` time takes on the wall clock, rounded up to the millisecond, so a timer of
-        that length never wakes before the calendar moment it waits for."""
-        return timedelta(milliseconds=ceil(calendar / timedelta(milliseconds=1) / self.speed))
 
 
 class PlanStart(BaseModel):

@@ -29,7 +29,7 @@ from workflows import CycleWorkflow, cycle_workflow_id
 from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress, CycleStart, Pace
 
 from .auth import Principal, Role, authenticated
-from .errors import ERROR_RESPONSES, INVALID_REQUEST, UNAVAILABLE, ApiError
+from .errors import ERROR_RESPONSES, INVALID_REQUEST, PACED_CYCLES_OFF, UNAVAILABLE, ApiError
 from .idempotency import HEADER, fingerprint
 from .pace import CyclePace
 
@@ -101,6 +101,16 @@ async def _open(
 ) -> JSONResponse:
     principal.require_role(OPEN_ROLES, "opening a cycle")
     principal.require_company_wide("opening a cycle")
+    if definition.pace is not None and not request.app.state.settings.paced_cycles:
+        # A pace sets the business time of every decision in the cycle: only an installation that is meant
+        # for demos or training may run one.
+        raise ApiError(
+            403,
+            PACED_CYCLES_OFF,
+            "this installation does not run paced cycles (a compressed calendar stamps every decision with "
+            "calendar time, not real time); open the cycle without a pace, or set PLANLOOP_PACED_CYCLES=true "
+            "on an installation meant for demos or training",
+        )
     command = _open_command(principal, definition)
     cycle_id = definition.calendar.cycle_id
 
@@ -110,7 +120,8 @@ async def _open(
         try:
             await client.start_workflow(
                 CycleWorkflow.run,
-                CycleStart(open=command, pace=pace),
+                # The pace goes into the CycleOpened event too: the history says its times are calendar times.
+                CycleStart(open=command.model_copy(update={"pace": pace}), pace=pace),
                 id=cycle_workflow_id(cycle_id),
                 task_queue=request.app.state.settings.task_queue,
                 # A cycle id names one fiscal cycle forever, even once it has been closed.

@@ -78,6 +78,7 @@ INVALID_REQUEST = "invalid_request"
 IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
 IDEMPOTENCY_KEY_IN_PROGRESS = "idempotency_key_in_progress"
 UNAVAILABLE = "unavailable"
+PACED_CYCLES_OFF = "paced_cycles_off"
 
 
 class ErrorBody(BaseModel):

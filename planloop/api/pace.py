@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from domain.base import UtcDateTime
-from workflows.contracts import MAX_SPEED, Pace
+from domain.calendar import MAX_SPEED, Pace
 
 #: An average calendar month (a year of 365.25 days in twelve).
 MONTH = timedelta(days=365.25 / 12)

@@ -8,14 +8,21 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from domain import decode_event
+from domain.calendar import Pace
 from eventstore import EventStore
 from planloop.api.pace import MONTH
 from tests.api.conftest import cycle_definition, unique_cycle, wait_for_plans
 from tests.workflows import scenario
 from workflows import cycle_workflow_id, plan_id
-from workflows.contracts import Pace
+
+
+@pytest.fixture(autouse=True)
+def paced_cycles_allowed(app: FastAPI) -> None:
+    """These tests run on an installation meant for demos and training."""
+    app.state.settings = app.state.settings.model_copy(update={"paced_cycles": True})
 
 
 async def opened_at(store: EventStore, stream_id: str) -> datetime:
@@ -46,6 +53,10 @@ async def test_a_paced_cycle_records_calendar_time_and_answers_its_pace(
     for stream in (cycle_workflow_id(cycle_id), plan_id(cycle_id, "DE")):
         at = await opened_at(store, stream)
         assert starts <= at <= starts + elapsed * pace.speed, (stream, at)
+    # The cycle's history says its times are calendar times.
+    first = (await store.read_stream(cycle_workflow_id(cycle_id)))[0]
+    assert first.type == "CycleOpened"
+    assert decode_event(first.type, first.schema_version, first.data).pace == pace  # type: ignore[union-attr]
 
 
 async def test_an_unpaced_cycle_runs_on_real_time(
@@ -80,3 +91,18 @@ async def test_a_pace_that_cannot_work_is_refused_and_opens_nothing(
     assert answer.json()["code"] == "invalid_request"
     assert "pace" in answer.json()["message"] and fragment in answer.json()["message"], answer.json()
     assert (await http.get(f"/cycles/{cycle_id}", headers=admin)).status_code == 404
+
+
+async def test_a_pace_is_refused_where_paced_cycles_are_off_and_opens_nothing(
+    app: FastAPI, http: httpx.AsyncClient, admin: Any, store: EventStore
+) -> None:
+    # A pace sets the business time of every decision in the cycle, back-dated if its calendar starts in
+    # the past: an installation not meant for demos refuses it.
+    app.state.settings = app.state.settings.model_copy(update={"paced_cycles": False})
+    cycle_id = unique_cycle()
+    body = {**cycle_definition(cycle_id), "pace": {"speed": 1, "calendar_starts_at": "2020-01-01T00:00:00Z"}}
+    answer = await http.post("/cycles", json=body, headers=admin)
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["code"] == "paced_cycles_off"
+    assert "PLANLOOP_PACED_CYCLES" in answer.json()["message"]
+    assert await store.read_stream(cycle_workflow_id(cycle_id)) == []

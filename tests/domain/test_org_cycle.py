@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
 
 from domain import DomainError, GateMode, OrgHierarchy, OrgLevel, OrgUnit, Phase, decide, decode_event, replay
+from domain.calendar import Pace
 from domain.canonical import to_json_safe
 from domain.codec import encode_event
 from domain.cycle import (
@@ -279,6 +280,24 @@ def test_cycle_opened_v2_lists_no_plans_and_round_trips() -> None:
     assert decode_event("CycleOpened", 2, encoded) == opened
     # Stored packed too: the event reaches the store as an activity's input, within Temporal's limits.
     assert encoded["hierarchy"] == pack_hierarchy(hierarchy())
+
+
+def test_a_paced_cycle_records_its_pace_so_its_times_read_as_calendar_times() -> None:
+    pace = Pace(speed=1000, calendar_origin=T0, real_origin=T0 + timedelta(days=400))
+    opened = decide_cycle(
+        CycleState(),
+        OpenCycle(actor="crm", at=T0, calendar=calendar(), hierarchy=hierarchy(), pace=pace),
+    )[0]
+    assert isinstance(opened, CycleOpened) and opened.pace == pace
+    assert decode_event("CycleOpened", 2, encode_event(opened)) == opened
+    # Older events (and unpaced cycles) read as real time.
+    unpaced = encode_event(
+        decide_cycle(CycleState(), OpenCycle(actor="crm", at=T0, calendar=calendar(), hierarchy=hierarchy()))[
+            0
+        ]
+    )
+    del unpaced["pace"]
+    assert decode_event("CycleOpened", 2, unpaced).pace is None  # type: ignore[union-attr]
 
 
 def test_the_packed_hierarchy_reads_back_equal_and_leaves_out_trailing_defaults() -> None:
