@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     )
     db_pool_min: int = Field(default=2, ge=0, description="Minimum number of pooled database connections.")
     db_pool_max: int = Field(default=10, ge=1, description="Maximum number of pooled database connections.")
+    worker_cache_size: int = Field(
+        default=10_000,
+        ge=1,
+        description="Workflows a worker keeps in memory between their tasks (Temporal's sticky cache). A "
+        "cycle walks all its plans in turn, so a cache smaller than the plans it has to hold makes every "
+        "task replay the workflow's whole history. The worker's memory grows with it: each cached workflow "
+        "keeps its state and its sandboxed instance.",
+    )
     api_host: str = Field(default="127.0.0.1", description="Interface the HTTP API listens on.")
     api_port: int = Field(default=8360, ge=1, le=65535, description="Port of the HTTP API.")
     paced_cycles: bool = Field(

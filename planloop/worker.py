@@ -102,11 +102,17 @@ def make_replayer() -> Replayer:
 def make_worker(
     client: Client, store: EventStore, task_queue: str, *, activities: list[Any] | None = None, **options: Any
 ) -> Worker:
-    """The planloop worker: every workflow and activity on one task queue."""
+    """The planloop worker: every workflow and activity on one task queue.
+
+    Its workflow cache holds `max_cached_workflows` (option) workflows, by default the setting's default
+    (PLANLOOP_WORKER_CACHE_SIZE) rather than the SDK's 1,000: a cycle's stages walk all its plans in turn,
+    and with an LRU cache even one short of them every workflow task misses and replays a whole history.
+    """
     from temporalio.worker import Worker
 
     from workflows import ALL_WORKFLOWS
 
+    options.setdefault("max_cached_workflows", Settings.model_fields["worker_cache_size"].default)
     return Worker(
         client,
         task_queue=task_queue,
@@ -131,10 +137,17 @@ async def run_worker(
     store = await open_event_store(settings)
     try:
         activities = worker_activities(store)
-        worker = make_worker(client, store, settings.task_queue, activities=activities)
+        worker = make_worker(
+            client,
+            store,
+            settings.task_queue,
+            activities=activities,
+            max_cached_workflows=settings.worker_cache_size,
+        )
         log.info(
             "worker polling",
             task_queue=settings.task_queue,
+            cache_size=settings.worker_cache_size,
             workflows=_names(ALL_WORKFLOWS),
             activities=_names(activities),
         )
