@@ -7,6 +7,7 @@ list of a cycle's plans from the plan list read model (``readviews``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from domain import CycleCalendar, DomainError, OrgHierarchy
 from domain.cycle import CloseCycle, CycleState, OpenCycle, decide_cycle
 from domain.money import CurrencyCode
 from domain.rollup import Consolidated, consolidate_figures
+from eventstore import EventStore
 from planloop.readmodels.figures import cycle_figures
 from workflows import CycleWorkflow, cycle_workflow_id
 from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress, CycleStart, Pace
@@ -131,6 +133,9 @@ async def _open(
             raise ApiError.domain(
                 "cycle_already_opened", f"cycle {cycle_id} is already open; work on its plans"
             ) from None
+        # Answer once the cycle's opening is stored, so a caller's next request (its progress, a schedule
+        # for it, an actuals import) finds the cycle. Its plans keep starting in the background.
+        await _opening_recorded(request.app.state.store, cycle_workflow_id(cycle_id))
         opened = CycleOpenedView(
             cycle_id=cycle_id,
             workflow_id=cycle_workflow_id(cycle_id),
@@ -143,6 +148,21 @@ async def _open(
     return await request.app.state.idempotency.run(
         principal, key, "POST", path, fingerprint("POST", path, definition), act
     )
+
+
+# How long POST /cycles waits for the cycle workflow to store its opening (one workflow task and one append).
+OPENING_WAIT = 30.0
+
+
+async def _opening_recorded(store: EventStore, stream_id: str) -> None:
+    """Wait (up to OPENING_WAIT) until the cycle's first event is stored. Past that, the answer goes out all
+    the same: the workflow is started, and it stores the opening as soon as a worker runs it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + OPENING_WAIT
+    delay = 0.01
+    while not await store.stream_version(stream_id) and loop.time() < deadline:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 @router.post("/cycles", status_code=201, response_model=CycleOpenedView)

@@ -159,3 +159,14 @@ async def test_a_cycle_opens_from_an_uploaded_yaml_file_and_only_once(
     headless["hierarchy"]["units"][1]["head"] = None
     refused = await http.post("/cycles", json=headless, headers=admin)
     assert (refused.status_code, refused.json()["code"]) == (422, "invalid_org")
+
+
+async def test_regression_a_cycle_is_found_right_after_post_cycles_answers(
+    http: httpx.AsyncClient, admin: Any
+) -> None:
+    # POST /cycles used to answer as soon as the cycle's workflow was started, before it stored its
+    # opening: a caller's next request (the cycle's progress, a schedule for it) found no cycle (404).
+    cycle_id = unique_cycle()
+    assert (await http.post("/cycles", json=cycle_definition(cycle_id), headers=admin)).status_code == 201
+    answer = await http.get(f"/cycles/{cycle_id}", headers=admin)
+    assert answer.status_code == 200, answer.text
