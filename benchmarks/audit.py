@@ -60,7 +60,6 @@ from domain.codec import decode_event  # noqa: E402
 from eventstore import EventStore, NewEvent, jsoncodec  # noqa: E402
 from planloop.audit.bundle import export_bundle, read_bundle, verify_bundle  # noqa: E402
 from planloop.audit.checkpoints import Checkpoints  # noqa: E402
-from planloop.audit.keys import load_or_create_signing_key  # noqa: E402
 from planloop.migrations import migrate  # noqa: E402
 
 CYCLE = "FY2027"
@@ -501,7 +500,7 @@ async def measure(
     for name in (VERIFY_ALL, RAW_CHAIN, RAW_CONTENT):
         results.put(name, kept[name])
 
-    checkpoints = Checkpoints(store, lambda: load_or_create_signing_key(key_folder / "audit-key.pem"))
+    checkpoints = Checkpoints(store, key_folder / "audit-key.pem")
     checkpoints.signing_key  # noqa: B018 - make the key now, outside the timings
     (first, new), timing = await timed(checkpoints.publish)
     assert new and first is not None and first.body["events"] == total, first
