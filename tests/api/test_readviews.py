@@ -34,7 +34,14 @@ async def test_a_submitted_plan_waits_in_its_approvers_inboxes_until_they_decide
     plan = (await http.get(base, headers=cfo)).json()
     assert item["content_hash"] == plan["submission"]["content_hash"]
 
-    waiting = (await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": "me"}, headers=cfo)).json()
+    # Each read model keeps its own checkpoint: the plan list may trail the inbox by a moment.
+    waiting = await poll(
+        http,
+        f"/cycles/{cycle}/plans",
+        cfo,
+        lambda page: [p["version"] for p in page["plans"]] == [version],
+        params={"waiting_on": "me"},
+    )
     [listed] = waiting["plans"]
     assert (listed["unit_id"], listed["phase"], listed["version"]) == ("DE", "in_review", version)
     assert listed["pending_approvers"] == ["eu-cfo", "eu-coo", "eu-cso"]
