@@ -993,7 +993,7 @@ async def cycle(results: Results, admin_dsn: str, postmaster: int | None, units:
 
 # The paced year's monthly close: actuals of a month are due on the 28th of the next. The driver posts them
 # from the 1st, so nearly a whole (compressed) month is left for 3 Updates a plan; with the factory's 5th
-# the window would be 4 days, a seventh of the month. The day is the benchmark's calendar, not behaviour.
+# the window would be 4 days, an eighth of the month. The day is the benchmark's calendar, not behaviour.
 PACED_CLOSE_DAY = 28
 
 
