@@ -11,6 +11,7 @@ The command goes to the plan's workflow as the Update of its name; the answer is
 # No `from __future__ import annotations` here: FastAPI reads each endpoint's body type from its
 # annotations, and the body types are built at import time, one per command.
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, get_args
@@ -92,6 +93,11 @@ def body_model(cls: type[CommandBase]) -> type[BaseModel]:
     )
 
 
+# How long one Update may go unanswered before it is sent again, and how many times it is sent.
+UPDATE_WAIT = 30.0
+UPDATE_ATTEMPTS = 3
+
+
 async def send_command(
     client: Client, cycle_id: str, unit_id: str, command: CommandBase, request_id: str
 ) -> CommandResult:
@@ -99,10 +105,26 @@ async def send_command(
     name: str = command.type  # type: ignore[attr-defined]
     handle = client.get_workflow_handle(plan_id(cycle_id, unit_id))
     try:
-        return await handle.execute_update(
-            name,
-            PlanCommand(command=command, request_id=request_id, source="api"),  # type: ignore[arg-type]
-            result_type=CommandResult,
+        for _ in range(UPDATE_ATTEMPTS):
+            try:
+                return await asyncio.wait_for(
+                    handle.execute_update(
+                        name,
+                        PlanCommand(command=command, request_id=request_id, source="api"),  # type: ignore[arg-type]
+                        result_type=CommandResult,
+                    ),
+                    UPDATE_WAIT,
+                )
+            except TimeoutError:
+                # An Update that reaches a run as it continues as new can go unanswered. Sending it again is
+                # safe: the plan answers a request id it has seen (in this run or the one before) with its
+                # first answer, and acts only once.
+                continue
+        raise ApiError(
+            503,
+            UNAVAILABLE,
+            f"the plan's workflow did not answer within {UPDATE_ATTEMPTS * UPDATE_WAIT:.0f} s (are its "
+            "workers running?); send the request again with the same Idempotency-Key: it acts only once",
         )
     except WorkflowUpdateFailedError as err:
         cause = err.cause

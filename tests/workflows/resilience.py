@@ -60,13 +60,28 @@ async def send(
     *,
     request_id: str | None = None,
     update_id: str | None = None,
+    wait: float = 30,
+    attempts: int = 4,
 ) -> CommandResult:
-    return await handle.execute_update(
-        command.type,  # type: ignore[attr-defined]
-        PlanCommand(command=command, request_id=request_id),  # type: ignore[arg-type]
-        id=update_id,
-        result_type=CommandResult,
-    )
+    """Send the command as its Update; one left unanswered for ``wait`` seconds (as can happen to an Update
+    that reaches a run while it continues as new) is sent again with the same update and request ids, which
+    the plan answers once."""
+    update_id = update_id or f"upd-{uuid.uuid4()}"
+    for attempt in range(attempts):
+        try:
+            return await asyncio.wait_for(
+                handle.execute_update(
+                    command.type,  # type: ignore[attr-defined]
+                    PlanCommand(command=command, request_id=request_id or update_id),  # type: ignore[arg-type]
+                    id=update_id,
+                    result_type=CommandResult,
+                ),
+                wait,
+            )
+        except TimeoutError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def send_retrying(
