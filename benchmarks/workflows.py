@@ -114,6 +114,17 @@ TASK_QUEUE = "planloop-bench"
 PLANLOOP, BARE = "planloop PlanWorkflow", "bare workflow (ceiling)"
 
 
+async def events_written(dsn: str) -> tuple[int, dict[str, int]]:
+    """How many events a run wrote, in all and by type (most first)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        events = await conn.fetchval("SELECT count(*) FROM events")
+        by_type = dict(await conn.fetch("SELECT type, count(*) FROM events GROUP BY type ORDER BY 2 DESC"))
+    finally:
+        await conn.close()
+    return events, by_type
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -949,14 +960,7 @@ async def simulate_cycle(admin_dsn: str, postmaster: int | None, units: int) -> 
         finally:
             await env.shutdown()
             await store.close()
-        conn = await asyncpg.connect(dsn)
-        try:
-            events = await conn.fetchval("SELECT count(*) FROM events")
-            by_type = dict(
-                await conn.fetch("SELECT type, count(*) FROM events GROUP BY type ORDER BY 2 DESC")
-            )
-        finally:
-            await conn.close()
+        events, by_type = await events_written(dsn)
     months_wall = sum(v for k, v in stages.items() if k[:4].isdigit())
     return {
         "units": units,
@@ -1113,12 +1117,9 @@ async def simulate_paced_cycle(
         finally:
             await env.shutdown()
             await store.close()
+        events, by_type = await events_written(dsn)
         conn = await asyncpg.connect(dsn)
         try:
-            events = await conn.fetchval("SELECT count(*) FROM events")
-            by_type = dict(
-                await conn.fetch("SELECT type, count(*) FROM events GROUP BY type ORDER BY 2 DESC")
-            )
             # A plan that missed no month has 12 monthly reports and no ActualsOverdue.
             complete = await conn.fetchval(
                 "SELECT count(*) FROM (SELECT stream_id FROM events GROUP BY stream_id "
