@@ -163,15 +163,20 @@ async def replay_history(replayer: Replayer, history: WorkflowHistory) -> RunRep
     """Replay one run's history; a replay that fails says where and why instead of raising."""
     from temporalio.api.enums.v1 import EventType
 
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     last = EventType.Name(history.events[-1].event_type).removeprefix("EVENT_TYPE_")
     run = RunReplay(
         run_id=history.run_id,
         started_at=history.events[0].event_time.ToDatetime(tzinfo=UTC),
         ended=_ENDINGS.get(last, "running"),
         history_events=len(history.events),
-        reproduced=result.replay_failure is None,
+        reproduced=True,
     )
+    if not any(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in history.events):
+        # A run that has not finished its first workflow task (fetched just after it started, as the newest
+        # run of a plan that has just continued as new can be) has recorded no decision to check. The
+        # Replayer would also wait for ever on a history of the start event alone (temporalio 1.35).
+        return run
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     if result.replay_failure is None:
         return run
     text = str(result.replay_failure)
@@ -179,6 +184,7 @@ async def replay_history(replayer: Replayer, history: WorkflowHistory) -> RunRep
     event = _EVENT.search(text)
     return replace(
         run,
+        reproduced=False,
         failure=message.group(1) if message else f"{type(result.replay_failure).__name__}: {text}",
         failed_event_id=int(event.group(1)) if event else None,
         failed_event_type=event.group(2) if event else None,
