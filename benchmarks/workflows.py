@@ -804,7 +804,8 @@ class CycleDriver:
                 # also lost an Update it had accepted ("update ... not found"): sent again with its id, the
                 # plan answers it once, from its record of answered requests if it had run it.
                 lost = isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND
-                if attempt == SIM_UPDATE_ATTEMPTS - 1 or not (lost or not isinstance(err, RPCError)):
+                timed_out = isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError)
+                if attempt == SIM_UPDATE_ATTEMPTS - 1 or not (lost or timed_out):
                     raise
                 self.retried += 1
                 why = "was lost" if lost else "timed out"
