@@ -846,13 +846,13 @@ class CycleDriver:
         # which the client reports as "No completion event found" (seen at 1,000 units, where the closes
         # queued behind the slowed server): the plan has not ended yet, so ask again.
         async with self._gate:
-            for _ in range(SIM_RESULT_POLLS):
+            for poll in range(SIM_RESULT_POLLS):
                 try:
                     return await handle.result()
                 except RuntimeError as err:
-                    if "No completion event found" not in str(err):
+                    if "No completion event found" not in str(err) or poll == SIM_RESULT_POLLS - 1:
                         raise
-            return await handle.result()
+        raise AssertionError("unreachable")
 
     async def progress(self) -> CycleProgress:
         assert self.cycle is not None
