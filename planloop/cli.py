@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from .api.cli_client import user_errors  # one error decorator for every command group
@@ -79,9 +79,14 @@ def _announce(state: dict[str, Any], seconds: float) -> None:
     table.add_row("HTTP API", state["api"]["url"])
     table.add_row("API docs", state["api"]["docs_url"])
     table.add_row("Data folder", state["data_dir"])
-    out.print(f"[bold green]planloop is up[/] [dim](pid {state['pid']}, ready in {seconds:.1f} s)[/]")
-    out.print(table)
-    out.print("[dim]Press Ctrl-C to stop.[/]")
+    # One print, so whoever watches the output for "planloop is up" finds the addresses with it, not after it.
+    out.print(
+        Group(
+            f"[bold green]planloop is up[/] [dim](pid {state['pid']}, ready in {seconds:.1f} s)[/]",
+            table,
+            "[dim]Press Ctrl-C to stop.[/]",
+        )
+    )
 
 
 @app.command()

@@ -90,7 +90,8 @@ class Up:
             time.sleep(0.05)
 
     def wait_ready(self, timeout: float = 45) -> dict[str, Any]:
-        self.wait_for("planloop is up", timeout)
+        # The announcement's last line: by then the addresses above it are in the file too.
+        self.wait_for("Press Ctrl-C to stop.", timeout)
         return json.loads((self.data_dir / "planloop.json").read_text())
 
     def descendants(self) -> list[psutil.Process]:
