@@ -168,6 +168,8 @@ def show(
         print_json(schedule)
         return
     out.print(_table([schedule]))
+    if schedule["note"]:
+        out.print("note: " + escape(schedule["note"]), highlight=False)
     if schedule["next_firings"]:
         out.print("next: " + escape(", ".join(short_time(t) for t in schedule["next_firings"])))
     for firing in schedule["recent_firings"]:
@@ -178,16 +180,61 @@ def show(
 @user_errors
 def trigger(
     schedule_id: ScheduleArgument,
+    idempotency_key: IdempotencyOption = None,
     api_url: ApiUrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fire the schedule now, besides its calendar (also when paused)."""
-    schedule = ask(api_url, token, "POST", f"/schedules/{schedule_id}/trigger")
+    schedule = ask(
+        api_url, token, "POST", f"/schedules/{schedule_id}/trigger", headers=idempotency(idempotency_key)
+    )
     answer(
         schedule,
         as_json,
         f"triggered schedule [bold]{escape(schedule['schedule_id'])}[/] ({escape(schedule['kind'])})",
+    )
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why: kept as the schedule's note, with who.")]
+
+
+def _set_paused(action: str, schedule_id: str, reason: str, api_url: str | None, token: str | None) -> Any:
+    return ask(api_url, token, "POST", f"/schedules/{schedule_id}/{action}", json={"reason": reason})
+
+
+@schedule_app.command("pause")
+@user_errors
+def pause(
+    schedule_id: ScheduleArgument,
+    reason: ReasonOption = "",
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop the schedule's firings until it is resumed (a trigger still fires it)."""
+    schedule = _set_paused("pause", schedule_id, reason, api_url, token)
+    because = f": {escape(reason)}" if reason else ""
+    answer(schedule, as_json, f"paused schedule [bold]{escape(schedule_id)}[/]{because}")
+
+
+@schedule_app.command("resume")
+@user_errors
+def resume(
+    schedule_id: ScheduleArgument,
+    reason: ReasonOption = "",
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fire on the schedule's calendar again; what it missed while paused is not made up."""
+    schedule = _set_paused("resume", schedule_id, reason, api_url, token)
+    nxt = schedule["next_firings"]
+    answer(
+        schedule,
+        as_json,
+        f"resumed schedule [bold]{escape(schedule_id)}[/]"
+        + (f"; next firing {escape(short_time(nxt[0]))}" if nxt else ""),
     )
 
 

@@ -5,6 +5,8 @@
     GET    /schedules                  list, with the next and the recent firings
     GET    /schedules/{id}             one
     POST   /schedules/{id}/trigger     fire it now (e.g. to open a cycle early, or to test it)
+    POST   /schedules/{id}/pause       stop its firings until resumed, saying why (e.g. a reorganisation)
+    POST   /schedules/{id}/resume      fire on its calendar again
     DELETE /schedules/{id}             delete it (what it started keeps running)
 
 Each firing starts the ``ScheduledTrigger`` workflow (``workflows.reminders``) with the schedule's fixed
@@ -22,6 +24,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio.api.enums.v1 import ScheduleOverlapPolicy as OverlapPolicy
+from temporalio.api.schedule.v1 import SchedulePatch, TriggerImmediatelyRequest
+from temporalio.api.workflowservice.v1 import PatchScheduleRequest
 from temporalio.client import (
     Client,
     Schedule,
@@ -45,6 +50,7 @@ from .actuals import storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ApiError
 from .idempotency import HEADER, fingerprint
+from .inbound import Text
 
 router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
 
@@ -127,6 +133,14 @@ class ScheduleView(BaseModel):
     firings: int
 
 
+class PauseRequest(BaseModel):
+    """Why a schedule is paused or resumed: kept as the schedule's note, with who did it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: Text = Field(default="", max_length=500, examples=["the org chart changes in September"])
+
+
 Authenticated = Annotated[Principal, Depends(authenticated)]
 
 
@@ -154,6 +168,25 @@ async def _check(request: Request, body: ScheduleRequest) -> ScheduledTrigger:
     cycle: CycleState = await request.app.state.reader.cycle(body.cycle_id)
     return ScheduledTrigger(
         schedule_id=schedule_id, kind=body.kind, actor=actor, cycle_id=body.cycle_id, calendar=cycle.calendar
+    )
+
+
+async def fire_now(client: Client, schedule_id: str, request_id: str) -> None:
+    """Fire now, with our request id: the SDK's ``ScheduleHandle.trigger`` sends a fresh one on every call,
+    and the request id is what lets Temporal answer a repeated trigger without firing again."""
+    await client.workflow_service.patch_schedule(
+        PatchScheduleRequest(
+            namespace=client.namespace,
+            schedule_id=schedule_id,
+            patch=SchedulePatch(
+                trigger_immediately=TriggerImmediatelyRequest(
+                    overlap_policy=OverlapPolicy.SCHEDULE_OVERLAP_POLICY_ALLOW_ALL
+                )
+            ),
+            identity=client.identity,
+            request_id=request_id,
+        ),
+        retry=True,
     )
 
 
@@ -275,22 +308,77 @@ async def read_schedule(schedule_id: str, request: Request, principal: Authentic
 
 
 @router.post("/schedules/{schedule_id}/trigger", status_code=202, response_model=ScheduleView)
-async def trigger_schedule(schedule_id: str, request: Request, principal: Authenticated) -> ScheduleView:
+async def trigger_schedule(
+    schedule_id: str,
+    request: Request,
+    principal: Authenticated,
+    idempotency_key: Annotated[
+        str | None, Header(alias=HEADER, description="Makes the trigger safe to retry: one firing per key.")
+    ] = None,
+) -> JSONResponse:
     """Fire the schedule now, besides its calendar (also when paused). Roles: admin, leadership,
     integration."""
     _allowed(principal, "triggering schedules")
-    view = await _view(request, schedule_id)
+
+    async def act(request_id: str) -> tuple[int, Any]:
+        view = await _view(request, schedule_id)
+        try:
+            await fire_now(request.app.state.client, schedule_id, request_id)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                raise ApiError(
+                    409, "schedule_missing", f"Temporal has no schedule {schedule_id}; recreate it"
+                ) from None
+            raise _workflow_error(err) from None
+        return 202, view.model_dump(mode="json")
+
+    # The key stops a retried trigger from firing twice (an opening is once per cycle anyway; a reminder
+    # would be recorded again); should the API die between firing and storing its answer, the retry that
+    # takes the claim over sends the same request id, which Temporal deduplicates.
+    path = f"/schedules/{schedule_id}/trigger"
+    return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
+        principal, idempotency_key, "POST", path, fingerprint("POST", path, None), act
+    )
+
+
+async def _set_paused(
+    request: Request, principal: Principal, schedule_id: str, body: PauseRequest | None, paused: bool
+) -> ScheduleView:
+    """Pause or resume. Setting a state, not toggling it: sent twice, it answers the same (the note is the
+    latest), so a retry needs no Idempotency-Key."""
+    verb = "paused" if paused else "resumed"
+    _allowed(principal, "pausing schedules" if paused else "resuming schedules")
+    reason = body.reason if body else ""
+    await _view(request, schedule_id)  # 404 for a schedule that is not planloop's
+    note = f"{verb} by {principal.principal_id}" + (f": {reason}" if reason else "")
+    handle = request.app.state.client.get_schedule_handle(schedule_id)
     try:
-        await request.app.state.client.get_schedule_handle(schedule_id).trigger(
-            overlap=ScheduleOverlapPolicy.ALLOW_ALL
-        )
+        await (handle.pause(note=note) if paused else handle.unpause(note=note))
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise ApiError(
                 409, "schedule_missing", f"Temporal has no schedule {schedule_id}; recreate it"
             ) from None
         raise _workflow_error(err) from None
-    return view
+    return await _view(request, schedule_id)
+
+
+@router.post("/schedules/{schedule_id}/pause", response_model=ScheduleView)
+async def pause_schedule(
+    schedule_id: str, request: Request, principal: Authenticated, body: PauseRequest | None = None
+) -> ScheduleView:
+    """Stop the schedule's firings until it is resumed; the reason is kept as its note. A trigger still
+    fires it. Roles: admin, leadership, integration."""
+    return await _set_paused(request, principal, schedule_id, body, paused=True)
+
+
+@router.post("/schedules/{schedule_id}/resume", response_model=ScheduleView)
+async def resume_schedule(
+    schedule_id: str, request: Request, principal: Authenticated, body: PauseRequest | None = None
+) -> ScheduleView:
+    """Fire on the schedule's calendar again (firings missed while paused are not made up). Roles: admin,
+    leadership, integration."""
+    return await _set_paused(request, principal, schedule_id, body, paused=False)
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
@@ -310,4 +398,4 @@ async def delete_schedule(schedule_id: str, request: Request, principal: Authent
     return Response(status_code=204)
 
 
-__all__ = ["ScheduleRequest", "ScheduleView", "When", "router"]
+__all__ = ["PauseRequest", "ScheduleRequest", "ScheduleView", "When", "fire_now", "router"]

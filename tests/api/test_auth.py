@@ -225,6 +225,10 @@ MATRIX: list[Row] = [
         "/schedules/no-such/trigger",
         company_wide=True,
     ),
+    Row("POST", "/schedules/{schedule_id}/pause", SCHEDULERS, "/schedules/no-such/pause", company_wide=True),
+    Row(
+        "POST", "/schedules/{schedule_id}/resume", SCHEDULERS, "/schedules/no-such/resume", company_wide=True
+    ),
     Row("DELETE", "/schedules/{schedule_id}", SCHEDULERS, "/schedules/no-such", company_wide=True),
 ]
 

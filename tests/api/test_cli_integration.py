@@ -1,6 +1,7 @@
 """The CLI's integration commands against a served API: `events` (pages by cursor, and --follow that wakes
 on a new event), `webhook ...` (subscribe a real receiver, see its deliveries, pause, resume, delete),
-`inbound ...` (register, list, revoke) and `schedule ...` (create, list, show, trigger, delete)."""
+`inbound ...` (register, list, revoke) and `schedule ...` (create, list, show, pause, resume, trigger,
+delete)."""
 
 from __future__ import annotations
 
@@ -243,7 +244,26 @@ async def test_inbound_sources_and_schedules_from_the_command_line(
     assert {(s["schedule_id"], s["paused"]) for s in listed} == {(remind, False), (yearly, True)}
     shown = await cli("schedule", "list", env=as_coo)
     assert "2 schedule(s)" in shown.stdout and remind in shown.stdout and cycle in shown.stdout
-    triggered = answer(await cli("schedule", "trigger", remind, "--json", env=as_coo))
+    paused = answer(
+        await cli("schedule", "pause", remind, "--reason", "calendar review", "--json", env=as_coo)
+    )
+    assert (paused["paused"], paused["note"]) == (True, "paused by coo: calendar review")
+    assert (
+        "note: paused by coo: calendar review" in (await cli("schedule", "show", remind, env=as_coo)).stdout
+    )
+    resumed = await cli("schedule", "resume", yearly, env=as_coo)
+    assert resumed.exit_code == 0 and f"resumed schedule {yearly}; next firing" in resumed.stdout, (
+        resumed.output
+    )
+    listed = answer(await cli("schedule", "list", "--json", env=as_coo))
+    assert {(s["schedule_id"], s["paused"]) for s in listed} == {(remind, True), (yearly, False)}
+    refused(await cli("schedule", "resume", "no-such", env=as_coo), "not_found")
+    key = f"trigger-{cycle}"
+    triggered = answer(
+        await cli("schedule", "trigger", remind, "--idempotency-key", key, "--json", env=as_coo)
+    )
+    retried = answer(await cli("schedule", "trigger", remind, "--idempotency-key", key, "--json", env=as_coo))
+    assert retried == triggered
     assert triggered["schedule_id"] == remind
 
     async def fired() -> bool:

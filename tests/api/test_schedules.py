@@ -1,6 +1,7 @@
 """Temporal Schedules through the API, on the dev server (the time-skipping server has none): create an
-open_cycle and an actuals_reminder schedule, list them, trigger each now and see its effect (a cycle opened
-from the template; a reminder recorded in the event store), delete them."""
+open_cycle and an actuals_reminder schedule, list them, pause and resume one, trigger each now (once per
+Idempotency-Key) and see its effect (a cycle opened from the template; a reminder recorded in the event
+store), delete them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from domain.base import month_add
 from eventstore import EventStore
 from planloop.api.auth import Role
+from planloop.api.schedules import fire_now
 from tests.api.conftest import MakeToken, cycle_definition, unique_cycle, wait_for_plans
 from tests.workflows import scenario
 
@@ -90,9 +92,33 @@ async def test_schedules_are_created_listed_triggered_and_deleted(
         remind_id: "actuals_reminder",
     }
 
-    # Trigger both now and see what they did.
+    # Paused, with a reason: Temporal holds the pause and the note; pausing again answers the same.
+    reason = {"reason": "the cycle's calendar is under review"}
+    for _ in range(2):
+        paused = await http.post(f"/schedules/{remind_id}/pause", json=reason, headers=leadership)
+        assert paused.status_code == 200, paused.text
+        assert (paused.json()["paused"], paused.json()["note"]) == (
+            True,
+            "paused by coo: the cycle's calendar is under review",
+        )
+    held = (await dev_server_env.client.get_schedule_handle(remind_id).describe()).schedule.state
+    assert (held.paused, held.note) == (True, "paused by coo: the cycle's calendar is under review")
+    listed = (await http.get("/schedules", headers=leadership)).json()
+    assert {s["schedule_id"]: s["paused"] for s in listed} == {open_id: False, remind_id: True}
+    # Refused, changing nothing: a reason with a control character (shown to people), a schedule not there.
+    answer = await http.post(f"/schedules/{open_id}/pause", json={"reason": "a\x1b[2Jb"}, headers=leadership)
+    assert (answer.status_code, answer.json()["code"]) == (422, "invalid_request"), answer.text
+    assert (await http.get(f"/schedules/{open_id}", headers=leadership)).json()["paused"] is False
+    answer = await http.post("/schedules/no-such/resume", headers=leadership)
+    assert (answer.status_code, answer.json()["code"]) == (404, "not_found"), answer.text
+
+    # Trigger both now and see what they did (the paused reminder too: a trigger is not its calendar).
     assert (await http.post(f"/schedules/{open_id}/trigger", headers=leadership)).status_code == 202
-    assert (await http.post(f"/schedules/{remind_id}/trigger", headers=leadership)).status_code == 202
+    once = {**leadership, "Idempotency-Key": f"trigger-{tag}"}
+    first = await http.post(f"/schedules/{remind_id}/trigger", headers=once)
+    again = await http.post(f"/schedules/{remind_id}/trigger", headers=once)
+    assert (first.status_code, again.status_code) == (202, 202), again.text
+    assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
     opened = f"T{tag}-FY{now.year + 1}"
 
     async def cycle_open() -> bool:
@@ -121,6 +147,25 @@ async def test_schedules_are_created_listed_triggered_and_deleted(
 
     await eventually(fired, "the firing to show")
 
+    async def reminded_once() -> bool:
+        return (await http.get(f"/schedules/{remind_id}", headers=leadership)).json()["firings"] == 1
+
+    await eventually(reminded_once, "the reminder's firing to show")
+    assert len(await store.read_stream(f"reminder:{reminded}")) == 1
+    # An API that died after firing and before storing its answer: the retry that takes the key over fires
+    # with the same request id (the principal's and the key's), and Temporal does not fire again.
+    await fire_now(dev_server_env.client, remind_id, f"coo:trigger-{tag}")
+
+    # Resumed without a reason: on its calendar again. (Temporal applies a schedule's patches in order, so
+    # the repeated firing above has been dealt with when the resume shows.)
+    resumed = await http.post(f"/schedules/{remind_id}/resume", headers=leadership)
+    assert resumed.status_code == 200, resumed.text
+    assert (resumed.json()["paused"], resumed.json()["note"]) == (False, "resumed by coo")
+    assert resumed.json()["firings"] == 1, resumed.json()
+    assert resumed.json()["next_firings"], resumed.json()
+    held = (await dev_server_env.client.get_schedule_handle(remind_id).describe()).schedule.state
+    assert held.paused is False
+
     # Deleted: gone from planloop and from Temporal; the cycle it opened stays.
     for schedule_id in (open_id, remind_id):
         assert (await http.delete(f"/schedules/{schedule_id}", headers=leadership)).status_code == 204
@@ -133,3 +178,4 @@ async def test_schedules_are_created_listed_triggered_and_deleted(
             raise AssertionError(f"Temporal still has schedule {schedule_id}")
     assert (await http.get("/schedules", headers=leadership)).json() == []
     assert await cycle_open()
+    assert len(await store.read_stream(f"reminder:{reminded}")) == 1  # still one: the retry fired nothing
