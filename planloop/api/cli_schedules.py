@@ -234,6 +234,7 @@ def resume(
         schedule,
         as_json,
         f"resumed schedule [bold]{escape(schedule_id)}[/]"
+        + (f": {escape(reason)}" if reason else "")
         + (f"; next firing {escape(short_time(nxt[0]))}" if nxt else ""),
     )
 
