@@ -194,6 +194,13 @@ def _workflow_error(err: RPCError) -> ApiError:
     return ApiError(503, UNAVAILABLE, f"the workflow service did not answer ({err.message}); retry shortly")
 
 
+def _schedule_error(err: RPCError, schedule_id: str) -> ApiError:
+    """Temporal's refusal of a call on one of planloop's schedules, as the caller should read it."""
+    if err.status == RPCStatusCode.NOT_FOUND:  # planloop has its row, Temporal lost the schedule
+        return ApiError(409, "schedule_missing", f"Temporal has no schedule {schedule_id}; recreate it")
+    return _workflow_error(err)
+
+
 @router.post("/schedules", status_code=201, response_model=ScheduleView)
 async def create_schedule(
     body: ScheduleRequest,
@@ -325,11 +332,7 @@ async def trigger_schedule(
         try:
             await fire_now(request.app.state.client, schedule_id, request_id)
         except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:
-                raise ApiError(
-                    409, "schedule_missing", f"Temporal has no schedule {schedule_id}; recreate it"
-                ) from None
-            raise _workflow_error(err) from None
+            raise _schedule_error(err, schedule_id) from None
         return 202, view.model_dump(mode="json")
 
     # The key stops a retried trigger from firing twice (an opening is once per cycle anyway; a reminder
@@ -355,11 +358,7 @@ async def _set_paused(
     try:
         await (handle.pause(note=note) if paused else handle.unpause(note=note))
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise ApiError(
-                409, "schedule_missing", f"Temporal has no schedule {schedule_id}; recreate it"
-            ) from None
-        raise _workflow_error(err) from None
+        raise _schedule_error(err, schedule_id) from None
     return await _view(request, schedule_id)
 
 
