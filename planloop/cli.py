@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .api.cli_client import user_errors  # one error decorator for every command group
@@ -65,28 +66,31 @@ def up(data_dir: DataDirOption = None) -> None:
 
 def _announce(state: dict[str, Any], seconds: float) -> None:
     pg, tp = state["postgres"], state["temporal"]
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("PostgreSQL", f"{pg['dsn']}  [dim]{'embedded' if pg['embedded'] else 'external'}[/]")
-    table.add_row(
-        "Temporal",
-        f"{tp['address']}  [dim]namespace {tp['namespace']}, task queue {state['task_queue']}, "
-        f"{'embedded' if tp['embedded'] else 'external'}[/]",
-    )
-    if tp["ui_url"]:
-        table.add_row("Temporal UI", tp["ui_url"])
-    table.add_row("HTTP API", state["api"]["url"])
-    table.add_row("API docs", state["api"]["docs_url"])
-    table.add_row("Data folder", state["data_dir"])
-    # One print, so whoever watches the output for "planloop is up" finds the addresses with it, not after it.
-    out.print(
-        Group(
-            f"[bold green]planloop is up[/] [dim](pid {state['pid']}, ready in {seconds:.1f} s)[/]",
-            table,
-            "[dim]Press Ctrl-C to stop.[/]",
-        )
-    )
+    rows = [
+        ("PostgreSQL", escape(pg["dsn"]), "embedded" if pg["embedded"] else "external"),
+        (
+            "Temporal",
+            escape(tp["address"]),
+            f"namespace {escape(tp['namespace'])}, task queue {escape(state['task_queue'])}, "
+            + ("embedded" if tp["embedded"] else "external"),
+        ),
+        *([("Temporal UI", escape(tp["ui_url"]), "")] if tp["ui_url"] else []),
+        ("HTTP API", escape(state["api"]["url"]), ""),
+        ("API docs", escape(state["api"]["docs_url"]), ""),
+        ("Data folder", escape(state["data_dir"]), ""),
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [
+        f"[bold green]planloop is up[/] [dim](pid {state['pid']}, ready in {seconds:.1f} s)[/]",
+        *(
+            f"[bold]{name:<{width}}[/]  {value}" + (f"  [dim]{note}[/]" if note else "")
+            for name, value, note in rows
+        ),
+        "[dim]Press Ctrl-C to stop.[/]",
+    ]
+    # One print, so whoever watches the output for "planloop is up" finds the addresses with it; soft_wrap,
+    # so an address or a path longer than the terminal (or a log file's 80 columns) is never cut or broken.
+    out.print("\n".join(lines), soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -159,8 +163,8 @@ def _print_status(report: dict[str, Any]) -> None:
     pg, tp = report["postgres"], report["temporal"]
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
-    table.add_column()
+    table.add_column(overflow="fold")  # a long path or URL is wrapped whole, never cut with an ellipsis
+    table.add_column(overflow="fold")  # a long path or URL is wrapped whole, never cut with an ellipsis
     table.add_row("PostgreSQL", pg["dsn"], mark(pg.get("reachable")))
     table.add_row("Temporal", f"{tp['address']} (namespace {tp['namespace']})", mark(tp.get("reachable")))
     if tp.get("ui_url"):
