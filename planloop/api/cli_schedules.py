@@ -199,8 +199,15 @@ def trigger(
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why: kept as the schedule's note, with who.")]
 
 
-def _set_paused(action: str, schedule_id: str, reason: str, api_url: str | None, token: str | None) -> Any:
-    return ask(api_url, token, "POST", f"/schedules/{schedule_id}/{action}", json={"reason": reason})
+def _set_paused(
+    action: str, schedule_id: str, reason: str, api_url: str | None, token: str | None, as_json: bool
+) -> None:
+    """Pause or resume, and say so: with the reason given, and for a resume, when it fires next."""
+    schedule = ask(api_url, token, "POST", f"/schedules/{schedule_id}/{action}", json={"reason": reason})
+    said = f"{action}d schedule [bold]{escape(schedule_id)}[/]" + (f": {escape(reason)}" if reason else "")
+    if action == "resume" and schedule["next_firings"]:
+        said += f"; next firing {escape(short_time(schedule['next_firings'][0]))}"
+    answer(schedule, as_json, said)
 
 
 @schedule_app.command("pause")
@@ -213,9 +220,7 @@ def pause(
     as_json: JsonOption = False,
 ) -> None:
     """Stop the schedule's firings until it is resumed (a trigger still fires it)."""
-    schedule = _set_paused("pause", schedule_id, reason, api_url, token)
-    because = f": {escape(reason)}" if reason else ""
-    answer(schedule, as_json, f"paused schedule [bold]{escape(schedule_id)}[/]{because}")
+    _set_paused("pause", schedule_id, reason, api_url, token, as_json)
 
 
 @schedule_app.command("resume")
@@ -228,15 +233,7 @@ def resume(
     as_json: JsonOption = False,
 ) -> None:
     """Fire on the schedule's calendar again; what it missed while paused is not made up."""
-    schedule = _set_paused("resume", schedule_id, reason, api_url, token)
-    nxt = schedule["next_firings"]
-    answer(
-        schedule,
-        as_json,
-        f"resumed schedule [bold]{escape(schedule_id)}[/]"
-        + (f": {escape(reason)}" if reason else "")
-        + (f"; next firing {escape(short_time(nxt[0]))}" if nxt else ""),
-    )
+    _set_paused("resume", schedule_id, reason, api_url, token, as_json)
 
 
 @schedule_app.command("delete")

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Depends, File, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
@@ -32,7 +32,7 @@ from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress,
 
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, PACED_CYCLES_OFF, UNAVAILABLE, ApiError
-from .idempotency import HEADER, fingerprint
+from .idempotency import IdempotencyKey, fingerprint
 from .pace import CyclePace
 
 router = APIRouter(tags=["cycles"], responses=ERROR_RESPONSES)
@@ -41,10 +41,6 @@ OPEN_ROLES = frozenset({Role.LEADERSHIP, Role.INTEGRATION})
 CLOSE_ROLES = frozenset({Role.LEADERSHIP})
 
 Authenticated = Annotated[Principal, Depends(authenticated)]
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias=HEADER, description="Makes the write safe to retry: the same key answers the same."),
-]
 
 
 class CycleDefinition(BaseModel):

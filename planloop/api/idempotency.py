@@ -16,9 +16,10 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
+from fastapi import Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -51,6 +52,12 @@ UPDATE idempotency_keys SET status_code = $3, response = $4, completed_at = now(
 WHERE principal = $1 AND key = $2
 """
 _RELEASE = "DELETE FROM idempotency_keys WHERE principal = $1 AND key = $2 AND status_code IS NULL"
+
+#: The header as an endpoint parameter: ``idempotency_key: IdempotencyKey = None``.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias=HEADER, description="Makes the write safe to retry: the same key answers the same."),
+]
 
 #: What an action answers: its status and a JSON-able body.
 Answer = tuple[int, Any]

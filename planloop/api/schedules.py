@@ -21,7 +21,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.api.enums.v1 import ScheduleOverlapPolicy as OverlapPolicy
@@ -49,7 +49,7 @@ from workflows.reminders import CycleTemplate, ScheduledTrigger, ScheduledTrigge
 from .actuals import storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ApiError
-from .idempotency import HEADER, fingerprint
+from .idempotency import IdempotencyKey, fingerprint
 from .inbound import Text
 
 router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
@@ -206,7 +206,7 @@ async def create_schedule(
     body: ScheduleRequest,
     request: Request,
     principal: Authenticated,
-    idempotency_key: Annotated[str | None, Header(alias=HEADER)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Create a recurring trigger as a Temporal Schedule. Roles: admin, leadership, integration."""
     _allowed(principal, "managing schedules")
@@ -319,9 +319,7 @@ async def trigger_schedule(
     schedule_id: str,
     request: Request,
     principal: Authenticated,
-    idempotency_key: Annotated[
-        str | None, Header(alias=HEADER, description="Makes the trigger safe to retry: one firing per key.")
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Fire the schedule now, besides its calendar (also when paused). Roles: admin, leadership,
     integration."""
@@ -352,14 +350,16 @@ async def _set_paused(
     verb = "paused" if paused else "resumed"
     _allowed(principal, "pausing schedules" if paused else "resuming schedules")
     reason = body.reason if body else ""
-    await _view(request, schedule_id)  # 404 for a schedule that is not planloop's
+    row = await request.app.state.store.pool.fetchrow(_ONE, schedule_id)
+    if row is None:
+        raise ApiError(404, NOT_FOUND, f"there is no schedule {schedule_id}; GET /schedules lists them")
     note = f"{verb} by {principal.principal_id}" + (f": {reason}" if reason else "")
     handle = request.app.state.client.get_schedule_handle(schedule_id)
     try:
         await (handle.pause(note=note) if paused else handle.unpause(note=note))
     except RPCError as err:
         raise _schedule_error(err, schedule_id) from None
-    return await _view(request, schedule_id)
+    return await _view(request, schedule_id, row)
 
 
 @router.post("/schedules/{schedule_id}/pause", response_model=ScheduleView)
