@@ -27,6 +27,12 @@ from temporalio.testing import WorkflowEnvironment
 from eventstore import EventStore
 from planloop.migrations import migrate
 
+# pytest-xdist's workers start with COLUMNS=80 in their environment, and a rich Console fixes its width
+# from COLUMNS when it is built (the CLI builds its consoles on import, after this file). Without this,
+# the CLI's tables in a worker would be 80 columns wide whatever width a test gives CliRunner.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
+
 BIN = Path(sys.executable).parent
 
 

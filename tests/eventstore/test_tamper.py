@@ -156,14 +156,22 @@ async def test_regression_verify_raises_no_false_alarm_while_appends_commit(stor
     from eventstore import ANY
 
     stop = False
+    appended = asyncio.Event()
 
     async def appender() -> None:
         while not stop:
             await store.append("live", ANY, [event()])
+            appended.set()
 
     task = asyncio.create_task(appender())
     try:
-        reports = [await store.verify("live") for _ in range(60)]
+        # Verify only once appends are landing (on a loaded machine the first one can take a while),
+        # and until some committed while verify ran.
+        await asyncio.wait_for(appended.wait(), timeout=60)
+        reports = [await store.verify("live")]
+        while len(reports) < 60 or reports[-1].events_checked == reports[0].events_checked:
+            assert len(reports) < 1000, "no append committed during 1,000 verifications"
+            reports.append(await store.verify("live"))
     finally:
         stop = True
         await task
