@@ -158,6 +158,30 @@ class CorrectActual(CommandBase):
     reason: str
 
 
+class MonthlyActual(DomainModel):
+    """One month's actual of one measure, inside RecordActuals: recorded, or (correction) corrected."""
+
+    measure: str
+    month: Month
+    value: Amount
+    currency: CurrencyCode | None = None
+    source: str = Field(min_length=1)
+    correction: bool = False
+    reason: str = ""  # required for a correction
+
+
+# A plan tracks revenue and a few CSFs over 12 months: a thousand actuals is far more than one plan has.
+MAX_ACTUALS_PER_COMMAND = 1000
+
+
+class RecordActuals(CommandBase):
+    """Many actuals of one plan at once, all or none (a bulk import's rows for one plan): each is decided
+    as its RecordActual or CorrectActual would be, on the plan as the ones before it left it."""
+
+    type: Literal["RecordActuals"] = "RecordActuals"
+    actuals: tuple[MonthlyActual, ...] = Field(min_length=1, max_length=MAX_ACTUALS_PER_COMMAND)
+
+
 class ExplainDeviation(CommandBase):
     type: Literal["ExplainDeviation"] = "ExplainDeviation"
     deviation_id: str
@@ -226,6 +250,7 @@ Command = Annotated[
     | StartExecution
     | RecordActual
     | CorrectActual
+    | RecordActuals
     | ExplainDeviation
     | IssueMonthlyReport
     | HoldQuarterlyReview

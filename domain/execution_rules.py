@@ -10,6 +10,7 @@ from domain import commands as cmd
 from domain import events as ev
 from domain.errors import DomainError, ErrorCode
 from domain.events import Event
+from domain.evolve import replay
 from domain.execution import Csf, Team, check_csf
 from domain.rules import (
     calendar_of,
@@ -276,6 +277,35 @@ def _correct_actual(state: PlanState, c: cmd.CorrectActual) -> list[Event]:
     return _tracking_events(state, c, original)
 
 
+def _record_actuals(state: PlanState, c: cmd.RecordActuals) -> list[Event]:
+    """All the actuals' events, or none: the first refused actual refuses the command, naming it."""
+    out: list[Event] = []
+    for number, actual in enumerate(c.actuals, start=1):
+        fields = {
+            **meta(c),
+            "measure": actual.measure,
+            "month": actual.month,
+            "value": actual.value,
+            "currency": actual.currency,
+            "source": actual.source,
+        }
+        try:
+            if actual.correction:
+                events = _correct_actual(state, cmd.CorrectActual(**fields, reason=actual.reason))
+            else:
+                events = _record_actual(state, cmd.RecordActual(**fields))
+        except DomainError as err:
+            raise DomainError(
+                err.code,
+                f"actual {number} of {len(c.actuals)} ({actual.measure} for {actual.month}): {err.message}; "
+                "none of the command's actuals were recorded",
+            ) from None
+        # The next actual is decided on the plan as this one leaves it (entry and deviation ids count on).
+        state = replay(events, state)
+        out.extend(events)
+    return out
+
+
 def _explain(state: PlanState, c: cmd.ExplainDeviation) -> list[Event]:
     require_phase(state, c, TRACKING_PHASES, "deviations are explained while executing or learning")
     deviation = state.deviation(c.deviation_id)
@@ -496,6 +526,7 @@ EXECUTION_DECIDERS: dict[str, Callable[[PlanState, Any], list[Event]]] = {
     "StartExecution": _start_execution,
     "RecordActual": _record_actual,
     "CorrectActual": _correct_actual,
+    "RecordActuals": _record_actuals,
     "ExplainDeviation": _explain,
     "IssueMonthlyReport": _issue_report,
     "HoldQuarterlyReview": _hold_review,

@@ -11,18 +11,18 @@ Every row is checked before anything is sent, and a plan's rows are applied only
    plan's workflow will decide them: an unknown measure, a month outside the period, another currency, an
    actual that already exists (without the correction flag), a wrong phase, ...
 
-Then the valid plans' rows are sent as RecordActual or CorrectActual Updates, a few in flight per plan
-(the plan's workflow still decides them one at a time), plans side by side. Each row carries a request id
-derived from the import's Idempotency-Key, its line and its content, so a retried import never records a
-row twice: a row whose request id is already in the plan's stream is counted as applied before, and one
-still in flight is answered by the workflow's own dedup.
+Then each valid plan's rows are sent to its workflow as one RecordActuals command (one Update; its
+events are stored in one transaction), plans side by side: the plan's workflow decides the rows again, in
+file order, and records all of them or none. The command's request id is derived from the import's
+Idempotency-Key and the plan's rows, so a retried import never records a row twice: a plan whose request
+id is already in its stream is counted as applied before, and one still in flight is answered by the
+workflow's own dedup.
 
-The window that remains: each row is its own Update, so if someone else changes a plan between this
-check and the sends (e.g. records the same month by hand), the plan's workflow refuses that row and the
-import sends no further row of that plan (rows already in flight still land). The answer then marks the
-plan "interrupted" and lists the lines applied, the line refused and why, and the lines not applied; send
-those again (the applied ones would now be reported as existing). A failure of the workflow service
-mid-way is answered 503 and not stored, so the same request with the same key continues where it stopped.
+If someone else changes a plan between the check and the send (e.g. records the same month by hand), the
+plan's workflow refuses the command and nothing of that plan's rows is recorded; the plan is checked again
+to name the refused line and why, and reported "refused" like a plan with a bad row. A failure of the
+workflow service mid-way is answered 503 and not stored, so the same request with the same key continues
+where it stopped (plans already applied are found by their request ids).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from domain import DomainError, PlanState, decide, decode_event, evolve, replay
-from domain.commands import CorrectActual, RecordActual
+from domain.commands import MAX_ACTUALS_PER_COMMAND, CorrectActual, MonthlyActual, RecordActual, RecordActuals
 from domain.cycle import CycleState
 from workflows import plan_id
 
@@ -57,10 +57,8 @@ IMPORT_ROLES = frozenset({Role.INTEGRATION, Role.PLANNER, Role.CSF_OWNER})
 COLUMNS = ("unit", "measure", "month", "value", "currency", "source", "correction", "reason")
 REQUIRED_COLUMNS = ("unit", "measure", "month", "value")
 MAX_ROWS = 50_000
-# Plans whose rows are sent side by side, and rows of one plan in flight at a time: the plan's workflow
-# takes several Updates per workflow task (and still decides them one at a time, under its lock).
+# Plans whose commands are in flight side by side (each plan's workflow decides its own).
 CONCURRENT_PLANS = 16
-ROWS_IN_FLIGHT = 8
 DEFAULT_SOURCE = "import"
 
 _TRUE = {"true", "yes", "y", "1", "x"}
@@ -83,16 +81,15 @@ class RowError(BaseModel):
 
 
 class PlanImport(BaseModel):
-    """What happened to one plan's rows."""
+    """What happened to one plan's rows: all recorded, or none."""
 
     unit_id: str
     rows: int
-    # applied: every row recorded; refused: a row was bad, nothing sent; interrupted: the plan refused a row
-    # mid-way (it changed after the check), so the rows before it are recorded and the rest are not.
-    status: Literal["applied", "refused", "interrupted"]
+    # applied: every row recorded (now, or by an earlier attempt of the same import: already_applied);
+    # refused: a row was bad (or the plan changed after the check and refused one), nothing recorded.
+    status: Literal["applied", "refused"]
     applied: int
     already_applied: int = 0
-    applied_lines: list[int] = []
     not_applied_lines: list[int] = []
 
 
@@ -142,7 +139,19 @@ class ActualRow:
         canonical = "|".join((*parts, str(self.correction), self.reason))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    def actual(self) -> MonthlyActual:
+        return MonthlyActual(
+            measure=self.measure,
+            month=self.month,
+            value=self.value,
+            currency=self.currency,
+            source=self.source,
+            correction=self.correction,
+            reason=self.reason,
+        )
+
     def command(self, actor: str, at: datetime) -> RecordActual | CorrectActual:
+        """The row on its own, as the plan's workflow decides it inside RecordActuals."""
         fields = {
             "actor": actor,
             "at": at,
@@ -328,9 +337,9 @@ class _Plan:
     unit_id: str
     rows: list[ActualRow] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)  # every line naming the unit, readable or not
-    pending: list[tuple[ActualRow, str]] = field(default_factory=list)  # (row, request id) to send
-    already: list[int] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
+    request_id: str = ""  # of its RecordActuals command, set once its rows are read
+    already: bool = False  # recorded by an earlier attempt of this same import
 
 
 class ActualsImport:
@@ -351,8 +360,10 @@ class ActualsImport:
         # so a retry with the same key continues where this one stopped.
         self.unavailable: str | None = None
 
-    def row_request_id(self, row: ActualRow) -> str:
-        return f"{self.request_id}:L{row.line}:{row.digest()}"
+    def plan_request_id(self, plan: _Plan) -> str:
+        """The import's key, the unit and a digest of its rows (lines and content, in file order)."""
+        rows = hashlib.sha256("\n".join(f"{r.line}:{r.digest()}" for r in plan.rows).encode()).hexdigest()
+        return f"{self.request_id}:{plan.unit_id}:{rows[:16]}"
 
     async def check(self, raw_rows: list[RawRow]) -> None:
         self.row_count = len(raw_rows)
@@ -384,6 +395,17 @@ class ActualsImport:
                 continue
             seen[row.key] = row.line
         for plan in self.plans.values():
+            if len(plan.rows) > MAX_ACTUALS_PER_COMMAND:
+                row = plan.rows[MAX_ACTUALS_PER_COMMAND]
+                plan.errors.append(
+                    self._error(
+                        row,
+                        "too_many_rows",
+                        f"unit {plan.unit_id} has more than {MAX_ACTUALS_PER_COMMAND} rows, which are "
+                        "recorded in one step; import them in two files",
+                    )
+                )
+            plan.request_id = self.plan_request_id(plan)
             if plan.unit_id in planned:
                 await self._check_scope(plan)
         await asyncio.gather(*(self._check_plan(p) for p in self.plans.values() if not p.errors))
@@ -414,30 +436,37 @@ class ActualsImport:
 
     async def _check_plan(self, plan: _Plan) -> None:
         """Decide the plan's rows in file order on a local copy of its state, as its workflow will."""
+        request_ids, state = await self._plan_state(plan)
+        if plan.request_id in request_ids:
+            plan.already = True
+            return
+        plan.errors.extend(self._decide(state, plan.rows))
+
+    async def _plan_state(self, plan: _Plan) -> tuple[set[str], PlanState]:
+        """The request ids the plan has answered, and its state: its stored events folded."""
         stored = await self.app.state.store.read_stream(plan_id(self.cycle_id, plan.unit_id))
         state: PlanState = replay(decode_event(e.type, e.schema_version, e.data) for e in stored)  # type: ignore[misc]
-        answered = {e.metadata.get("request_id") for e in stored}
+        return {e.metadata.get("request_id") for e in stored}, state
+
+    def _decide(self, state: PlanState, rows: list[ActualRow]) -> list[RowError]:
+        errors: list[RowError] = []
         now = datetime.now(UTC)
-        for row in plan.rows:
-            rid = self.row_request_id(row)
-            if rid in answered:
-                plan.already.append(row.line)  # applied by an earlier attempt of this same import
-                continue
+        for row in rows:
             try:
                 command = row.command(self.principal.principal_id, now)
             except ValidationError as err:
                 first = err.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
-                plan.errors.append(self._error(row, "invalid_row", f"{where}: {first['msg']}"))
+                errors.append(self._error(row, "invalid_row", f"{where}: {first['msg']}"))
                 continue
             try:
                 events = decide(state, command)
             except DomainError as err:
-                plan.errors.append(self._error(row, str(err.code), err.message))
+                errors.append(self._error(row, str(err.code), err.message))
                 continue
             for event in events:
                 state = evolve(state, event)
-            plan.pending.append((row, rid))
+        return errors
 
     async def apply(self) -> tuple[int, ImportReport]:
         gate = asyncio.Semaphore(CONCURRENT_PLANS)
@@ -452,16 +481,10 @@ class ActualsImport:
                 f"were applied; send the same request with the same {HEADER} to continue (rows already "
                 "applied are not recorded again)",
             )
+        self.errors.sort(key=lambda e: e.line)
         outcomes = {r.unit_id: r for r in results}
         plans = [
-            outcomes.get(p.unit_id)
-            or PlanImport(
-                unit_id=p.unit_id,
-                rows=len(p.lines),
-                status="refused",
-                applied=0,
-                not_applied_lines=sorted(p.lines),
-            )
+            outcomes.get(p.unit_id) or self._refused(p)
             for p in sorted(self.plans.values(), key=lambda p: p.unit_id)
         ]
         report = ImportReport(
@@ -474,58 +497,54 @@ class ActualsImport:
         )
         if not self.errors and all(p.status == "applied" for p in plans):
             return 200, report
-        if any(p.status == "applied" or p.applied for p in plans):
+        if any(p.status == "applied" for p in plans):
             return 207, report
         return 422, report
 
-    async def _apply_plan(self, plan: _Plan, gate: asyncio.Semaphore) -> PlanImport:
-        """Send the plan's rows, ``ROWS_IN_FLIGHT`` at a time; after a refusal, send no further row."""
-        applied: list[int] = []
-        stopped = False
-        window = asyncio.Semaphore(ROWS_IN_FLIGHT)
-
-        async def send(row: ActualRow, rid: str) -> None:
-            nonlocal stopped
-            async with window:
-                if stopped:
-                    return
-                command = row.command(self.principal.principal_id, datetime.now(UTC))
-                try:
-                    await send_command(self.app.state.client, self.cycle_id, plan.unit_id, command, rid)
-                except ApiError as err:
-                    stopped = True
-                    if err.status >= 500:
-                        self.unavailable = err.message
-                    else:
-                        # The plan changed since the check (or ended): say so, and send no more.
-                        reason = f"refused while importing (the plan changed after the check): {err.message}"
-                        self.errors.append(self._error(row, err.code, reason))
-                    return
-                except Exception as err:  # the workflow service: timeouts, lost connections
-                    stopped = True
-                    self.unavailable = f"{type(err).__name__}: {err}"
-                    return
-                applied.append(row.line)
-
-        async with gate:
-            await asyncio.gather(*(send(row, rid) for row, rid in plan.pending))
-        outcome = PlanImport(
+    @staticmethod
+    def _refused(plan: _Plan) -> PlanImport:
+        return PlanImport(
             unit_id=plan.unit_id,
-            rows=len(plan.rows),
-            status="applied",
-            applied=len(applied),
-            already_applied=len(plan.already),
+            rows=len(plan.lines),
+            status="refused",
+            applied=0,
+            not_applied_lines=sorted(plan.lines),
         )
-        if not stopped:
-            return outcome  # every line applied: they are not listed again
-        done = set(applied)
-        return outcome.model_copy(
-            update={
-                "status": "interrupted",
-                "applied_lines": sorted(done),
-                "not_applied_lines": [r.line for r, _ in plan.pending if r.line not in done],
-            }
+
+    async def _apply_plan(self, plan: _Plan, gate: asyncio.Semaphore) -> PlanImport:
+        """Send the plan's rows as one RecordActuals command: all are recorded, or none."""
+        applied = PlanImport(unit_id=plan.unit_id, rows=len(plan.rows), status="applied", applied=0)
+        if plan.already:
+            return applied.model_copy(update={"already_applied": len(plan.rows)})
+        command = RecordActuals(
+            actor=self.principal.principal_id,
+            at=datetime.now(UTC),
+            actuals=tuple(r.actual() for r in plan.rows),
         )
+        async with gate:
+            try:
+                await send_command(
+                    self.app.state.client, self.cycle_id, plan.unit_id, command, plan.request_id
+                )
+            except ApiError as err:
+                if err.status >= 500:
+                    self.unavailable = err.message
+                    return applied
+                await self._changed_after_check(plan, err)
+                return self._refused(plan)
+            except Exception as err:  # the workflow service: timeouts, lost connections
+                self.unavailable = f"{type(err).__name__}: {err}"
+                return applied
+        return applied.model_copy(update={"applied": len(plan.rows)})
+
+    async def _changed_after_check(self, plan: _Plan, refusal: ApiError) -> None:
+        """The plan refused rows that passed the check: it changed in between. Name what it refuses now."""
+        _, state = await self._plan_state(plan)
+        errors = self._decide(state, plan.rows) or [
+            self._error(row, refusal.code, refusal.message) for row in plan.rows
+        ]
+        prefix = "the plan changed after the check, so none of its rows were recorded: "
+        self.errors.extend(e.model_copy(update={"reason": prefix + e.reason}) for e in errors)
 
 
 async def run_import(

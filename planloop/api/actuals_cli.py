@@ -27,7 +27,7 @@ from .cli_client import ApiUrlOption, JsonOption, TokenOption, api_client, err, 
 
 actuals_app = typer.Typer(help="Monthly actuals: bulk import through the HTTP API.", no_args_is_help=True)
 
-# Plans sent side by side (the API sends each plan's rows one after the other).
+# Plans sent side by side (the API records each plan's rows in one step, as one command to its workflow).
 PARALLEL_PLANS = 4
 
 

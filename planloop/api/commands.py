@@ -56,6 +56,7 @@ COMMAND_ROLES: Mapping[str, frozenset[Role]] = {
         "StartExecution": {R.PLANNER},
         "RecordActual": {R.PLANNER, R.CSF_OWNER, R.INTEGRATION},
         "CorrectActual": {R.PLANNER, R.CSF_OWNER, R.INTEGRATION},
+        "RecordActuals": {R.PLANNER, R.CSF_OWNER, R.INTEGRATION},
         "ExplainDeviation": {R.PLANNER, R.CSF_OWNER},
         "IssueMonthlyReport": {R.PLANNER, R.LEADERSHIP},
         "HoldQuarterlyReview": {R.PLANNER, R.LEADERSHIP},

@@ -1,18 +1,20 @@
 """Bulk import of monthly actuals through the HTTP API: 2,000 rows across eight plans, a few bad rows (each
-reported with its line and reason, their plans untouched, the others fully applied), and retries that never
-record a row twice. Six of the eight plans carry a bad row: every row is checked, and the sends (the slow
-part, one Update per row) stay at about 500, so the test keeps within its time on a shared machine."""
+reported with its line and reason, their plans untouched, the others fully applied, each in one step), and
+retries that never record a row twice; a plan that changes between the check and the send records none of
+its rows."""
 
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
 from eventstore import EventStore
-from planloop.api.auth import Role
+from planloop.api.actuals import ActualsImport, parse_csv
+from planloop.api.auth import Principal, Role
 from tests.api import executing
 from tests.api.conftest import MakeToken
 
@@ -95,8 +97,13 @@ async def test_a_2000_row_csv_applies_every_valid_plan_and_reports_every_bad_row
         assert await store.stream_version(f"plan:{cycle_id}:{unit}") == before[unit], f"{unit} was touched"
     assert report["applied"] == 2 * per_plan and report["rows"] == len(table)
     stored = await store.read_stream(f"plan:{cycle_id}:C1")
-    assert stored[-1].metadata["request_id"].startswith("erp:erp-2027-batch-1:L")
-    assert stored[-1].metadata["actor"] == "erp"
+    # All of a plan's rows in one command: one request id, stored together (consecutive versions).
+    request_id = stored[-1].metadata["request_id"]
+    assert request_id.startswith("erp:erp-2027-batch-1:C1:")
+    batch = [e for e in stored if e.metadata["request_id"] == request_id]
+    assert [e.version for e in batch] == list(range(batch[0].version, batch[0].version + len(batch)))
+    assert sum(e.type == "ActualRecorded" for e in batch) == per_plan == await recorded(store, cycle_id, "C1")
+    assert {e.metadata["actor"] for e in batch} == {"erp"}
 
     # The same import again with the same key: the first answer, and nothing recorded twice.
     after = {u: await store.stream_version(f"plan:{cycle_id}:{u}") for u in UNITS}
@@ -104,8 +111,8 @@ async def test_a_2000_row_csv_applies_every_valid_plan_and_reports_every_bad_row
     assert again.status_code == 207 and again.json() == report
     assert again.headers["idempotent-replayed"] == "true"
 
-    # A retry after a crash that lost the stored answer: the rows are found in the plans' streams by their
-    # request ids (key + line + content) and are not sent again.
+    # A retry after a crash that lost the stored answer: each plan's rows are found in its stream by their
+    # request id (key + unit + lines and content) and are not sent again.
     await store.pool.execute("DELETE FROM idempotency_keys WHERE key = 'erp-2027-batch-1'")
     retried = await http.post(f"/cycles/{cycle_id}/actuals/import", content=csv_text, headers=headers)
     assert retried.status_code == 207, retried.text
@@ -154,3 +161,41 @@ async def test_json_rows_and_corrections_and_refusals(
     assert bad_header.status_code == 422 and "lacks month" in bad_header.json()["message"]
     missing = await http.post("/cycles/NOPE/actuals/import", json={"rows": rows}, headers=planner)
     assert missing.status_code == 404
+
+
+async def test_a_plan_changed_between_the_check_and_the_send_records_none_of_its_rows(
+    app: Any,
+    http: httpx.AsyncClient,
+    admin: Any,
+    make_token: MakeToken,
+    dev_server_env: WorkflowEnvironment,
+    store: EventStore,
+) -> None:
+    cycle_id, months = await executing.executing_cycle(http, admin, dev_server_env.client, ["C1", "C2"], 2)
+    erp = await make_token("erp", Role.INTEGRATION)
+    table = executing.rows(["C1", "C2"], months[:3], 2)
+    raw = parse_csv(executing.to_csv(table).encode())
+    principal = Principal("erp", "ERP", frozenset({Role.INTEGRATION}), ())
+    job = ActualsImport(SimpleNamespace(app=app), principal, cycle_id, "erp:race-1", "import")  # type: ignore[arg-type]
+    await job.check(raw)
+    assert not job.errors
+    # Between the check and the send, someone records C1's revenue of the second month by hand.
+    clash = next(r for r in table if (r["unit"], r["measure"], r["month"]) == ("C1", "revenue", months[1]))
+    by_hand = await http.post(
+        f"/cycles/{cycle_id}/plans/C1/commands/RecordActual",
+        json={**{k: clash[k] for k in ("measure", "month", "currency")}, "value": "5", "source": "manual"},
+        headers=erp,
+    )
+    assert by_hand.status_code == 200, by_hand.text
+    before = await store.stream_version(f"plan:{cycle_id}:C1")
+
+    status, report = await job.apply()
+    assert status == 207
+    plans = {p.unit_id: p for p in report.plans}
+    assert (plans["C1"].status, plans["C1"].applied) == ("refused", 0)
+    assert plans["C1"].not_applied_lines == [r.line for r in raw if r.fields["unit"] == "C1"]
+    assert (plans["C2"].status, plans["C2"].applied) == ("applied", 9)
+    assert await store.stream_version(f"plan:{cycle_id}:C1") == before  # none of C1's rows, not even line 2
+    [error] = report.errors
+    assert (error.line, error.code) == (table.index(clash) + 2, "actual_exists")
+    assert error.reason.startswith("the plan changed after the check, so none of its rows were recorded: ")

@@ -88,6 +88,7 @@ COMMANDS: list[tuple[str, dict[str, Any], frozenset[Role]]] = [
     ("StartExecution", {}, PLANNER),
     ("RecordActual", ACTUAL, ACTUALS),
     ("CorrectActual", {**ACTUAL, "reason": "r"}, ACTUALS),
+    ("RecordActuals", {"actuals": [ACTUAL]}, ACTUALS),
     ("ExplainDeviation", {"deviation_id": "d", "explanation": "e"}, frozenset({R.PLANNER, R.CSF_OWNER})),
     ("IssueMonthlyReport", {"month": "2027-01"}, PLANNER_LEAD),
     ("HoldQuarterlyReview", {"quarter": 1, "attendees": ["a"]}, PLANNER_LEAD),

@@ -261,3 +261,57 @@ def test_regression_an_absurd_actual_is_refused_before_it_can_break_the_monthly_
     close = next_deadlines(h.state)[0].at
     events = h.run(cmd.Tick(at=close))
     assert [e.type for e in events][-1] == "MonthlyReportIssued"
+
+
+def test_many_actuals_at_once_are_decided_in_order_and_recorded_all_or_none() -> None:
+    h = executing()
+
+    def actual(measure: str, month: str, value: int, **extra: object) -> cmd.MonthlyActual:
+        currency = "EUR" if measure == "revenue" else None
+        return cmd.MonthlyActual(
+            measure=measure, month=month, value=D(value), currency=currency, source="erp:sap", **extra
+        )
+
+    # A bad one anywhere refuses them all, naming it; the plan is left as it was.
+    error = h.refused(
+        cmd.RecordActuals,
+        "erp",
+        "unknown_measure",
+        actuals=(actual("S1", "2027-01", 10), actual("S9", "2027-01", 1), actual("M1", "2027-01", 10)),
+    )
+    assert error.message.startswith("actual 2 of 3 (S9 for 2027-01): 'S9' is neither revenue nor a CSF")
+    assert error.message.endswith("none of the command's actuals were recorded")
+    # Each is decided on the plan as the ones before left it: a correction of an actual in the same
+    # command, then a second record of the same month, which is refused.
+    events = h.do(
+        cmd.RecordActuals,
+        "erp",
+        actuals=(
+            actual("S1", "2027-01", 10),
+            actual("S1", "2027-01", 4, correction=True, reason="double-counted visits"),
+            actual("M1", "2027-01", 4),
+        ),
+    )
+    assert [e.type for e in events] == [
+        "ActualRecorded",
+        "ActualCorrected",
+        "DeviationOpened",
+        "ActualRecorded",
+        "DeviationOpened",
+    ]
+    assert [(a.entry_id, a.measure, a.corrects) for a in h.state.actuals] == [
+        ("A1", "S1", None),
+        ("A2", "S1", "A1"),
+        ("A3", "M1", None),
+    ]
+    assert [d.deviation_id for d in h.state.deviations] == ["D1", "D2"]
+    assert {e.actor for e in events} == {"erp"}
+    h.refused(cmd.RecordActuals, "erp", "actual_exists", actuals=(actual("M1", "2027-01", 9),))
+    h.refused(
+        cmd.RecordActuals,
+        "erp",
+        "reason_required",
+        actuals=(actual("M1", "2027-01", 9, correction=True),),
+    )
+    with pytest.raises(ValueError, match="at least 1 item"):
+        cmd.RecordActuals(actor="erp", at=h.now, actuals=())
