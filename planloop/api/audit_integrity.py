@@ -37,6 +37,7 @@ from workflows import plan_id
 from .auth import Principal, Role, authenticated
 from .background import TRY_LOCK, UNLOCK, _lock_connection, keep_running
 from .errors import ERROR_RESPONSES, NOT_FOUND, PLAN_NOT_FOUND, ApiError
+from .idempotency import Answer, IdempotencyKey, once
 
 log = get_logger(__name__)
 
@@ -348,23 +349,32 @@ async def public_key(request: Request, _: Annotated[Principal, Depends(authentic
     responses={201: {"model": Published, "description": "A new checkpoint was signed."}},
 )
 async def publish_checkpoint(
-    request: Request, response: Response, principal: Annotated[Principal, Depends(authenticated)]
-) -> Published:
+    request: Request,
+    principal: Annotated[Principal, Depends(authenticated)],
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Sign a checkpoint of the store now (admins). 201 with the new one; 200 with the latest if nothing
-    changed; 409 if the store does not extend the latest checkpoint (nothing is signed then)."""
+    changed; 409 if the store does not extend the latest checkpoint (nothing is signed then). A plain
+    retry signs nothing new unless events came in; with an Idempotency-Key it gets the first answer."""
     principal.require_role([], "publishing a checkpoint")
-    try:
-        checkpoint, new = await checkpoints_of(request.app).publish()
-    except SigningKeyError as exc:
-        raise _key_failure(exc) from None
-    except CheckpointRefused as exc:
-        raise ApiError(409, STORE_NOT_CONSISTENT, str(exc)) from None
-    except CheckpointError as exc:
-        raise _altered(exc) from None
-    if checkpoint is None:
-        raise ApiError(409, NOTHING_TO_CHECKPOINT, "the store holds no events yet; there is nothing to sign")
-    response.status_code = 201 if new else 200
-    return Published(published=new, checkpoint=_document(checkpoint))
+
+    async def act() -> Answer:
+        try:
+            checkpoint, new = await checkpoints_of(request.app).publish()
+        except SigningKeyError as exc:
+            raise _key_failure(exc) from None
+        except CheckpointRefused as exc:
+            raise ApiError(409, STORE_NOT_CONSISTENT, str(exc)) from None
+        except CheckpointError as exc:
+            raise _altered(exc) from None
+        if checkpoint is None:
+            raise ApiError(
+                409, NOTHING_TO_CHECKPOINT, "the store holds no events yet; there is nothing to sign"
+            )
+        published = Published(published=new, checkpoint=_document(checkpoint))
+        return (201 if new else 200), published.model_dump(mode="json")
+
+    return await once(request, principal, idempotency_key, act)
 
 
 @router.post("/checkpoints/consistency", response_model=Consistency)

@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Header
+from fastapi import Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -109,10 +109,10 @@ class Idempotency:
                     "keys are single-use: send a new key for a new request",
                 )
             if row["status_code"] is not None:
-                return JSONResponse(
+                return _response(
                     json.loads(row["response"]) if isinstance(row["response"], str) else row["response"],
-                    status_code=row["status_code"],
-                    headers={REPLAYED_HEADER: "true"},
+                    row["status_code"],
+                    {REPLAYED_HEADER: "true"},
                 )
             if not row["stale"] or await self.pool.fetchval(_TAKE_OVER, pid, key, STALE_CLAIM) is None:
                 raise ApiError(
@@ -140,9 +140,34 @@ class Idempotency:
         encoded = jsonable_encoder(body)
         if key is not None:
             await self.pool.execute(_STORE, principal.principal_id, key, status, json.dumps(encoded))
-        return JSONResponse(encoded, status_code=status)
+        return _response(encoded, status)
 
     async def _release(self, principal: Principal, key: str | None) -> None:
         # Nothing was answered: free the key, so the caller's retry acts (the workflow dedups a repeat).
         if key is not None:
             await self.pool.execute(_RELEASE, principal.principal_id, key)
+
+
+def _response(body: Any, status: int, headers: dict[str, str] | None = None) -> Response:
+    if status == 204:  # No Content: a body would break the HTTP answer
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def once(
+    request: Request,
+    principal: Principal,
+    key: str | None,
+    act: Callable[[], Awaitable[Answer]],
+    body: Any = None,
+) -> Response:
+    """A write answered once per Idempotency-Key: ``act()`` runs for the first request with the key, and
+    a repeat of that request gets the same answer (a repeated DELETE its 204, not a 404). For writes that
+    carry no request id further: they set a state, or change planloop's own tables."""
+    method, path = request.method, request.url.path
+
+    async def action(_: str) -> Answer:
+        return await act()
+
+    idempotency: Idempotency = request.app.state.idempotency
+    return await idempotency.run(principal, key, method, path, fingerprint(method, path, body), action)

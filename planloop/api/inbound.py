@@ -38,7 +38,7 @@ from planloop.integration.webhooks import (
 from .actuals import ImportReport, parse_json, run_import, storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAUTHENTICATED, ApiError
-from .idempotency import HEADER, fingerprint
+from .idempotency import HEADER, Answer, IdempotencyKey, fingerprint, once
 
 router = APIRouter(tags=["inbound webhooks"])
 
@@ -108,37 +108,51 @@ Authenticated = Annotated[Principal, Depends(authenticated)]
 
 @router.post("/inbound/sources", status_code=201, response_model=RegisteredSource, responses=ERROR_RESPONSES)
 async def register_source(
-    body: SourceRequest, request: Request, principal: Authenticated
-) -> RegisteredSource:
-    """Register a system that posts signed webhooks (or replace its secret). Roles: admin."""
+    body: SourceRequest, request: Request, principal: Authenticated, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Register a system that posts signed webhooks (or replace its secret). Without a secret in the body
+    one is generated: send an Idempotency-Key, so that a retry after a lost answer gets the same secret
+    instead of replacing it with a new one. Roles: admin."""
     principal.require_role((), "registering an inbound source")
-    secret = body.secret or secrets.token_urlsafe(32)
-    row = await request.app.state.store.pool.fetchrow(
-        _UPSERT,
-        body.source,
-        secret,
-        body.actor or f"inbound:{body.source}",
-        body.scopes,
-        principal.principal_id,
-    )
-    return RegisteredSource(**dict(row), secret=secret, url=f"/inbound/{body.source}/actuals")
+
+    async def act() -> Answer:
+        secret = body.secret or secrets.token_urlsafe(32)
+        row = await request.app.state.store.pool.fetchrow(
+            _UPSERT,
+            body.source,
+            secret,
+            body.actor or f"inbound:{body.source}",
+            body.scopes,
+            principal.principal_id,
+        )
+        registered = RegisteredSource(**dict(row), secret=secret, url=f"/inbound/{body.source}/actuals")
+        return 201, registered.model_dump(mode="json")
+
+    return await once(request, principal, idempotency_key, act, body)
 
 
 @router.get("/inbound/sources", response_model=list[SourceView], responses=ERROR_RESPONSES)
 async def list_sources(request: Request, principal: Authenticated) -> list[SourceView]:
-    """The registered inbound sources (without their secrets). Roles: admin."""
-    principal.require_role((), "listing inbound sources")
+    """The registered inbound sources (without their secrets). Roles: admin, auditor."""
+    principal.require_role((Role.AUDITOR,), "listing inbound sources")
+    principal.require_company_wide("listing inbound sources")
     return [SourceView(**dict(r)) for r in await request.app.state.store.pool.fetch(_LIST)]
 
 
 @router.delete("/inbound/sources/{source}", status_code=204, responses=ERROR_RESPONSES)
-async def revoke_source(source: str, request: Request, principal: Authenticated) -> Response:
+async def revoke_source(
+    source: str, request: Request, principal: Authenticated, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Revoke a source: its requests are refused from now on. Roles: admin."""
     principal.require_role((), "revoking an inbound source")
-    status = await request.app.state.store.pool.execute(_REVOKE, source)
-    if status.endswith(" 0"):
-        raise ApiError(404, NOT_FOUND, f"there is no inbound source {source!r}")
-    return Response(status_code=204)
+
+    async def act() -> Answer:
+        status = await request.app.state.store.pool.execute(_REVOKE, source)
+        if status.endswith(" 0"):
+            raise ApiError(404, NOT_FOUND, f"there is no inbound source {source!r}")
+        return 204, None
+
+    return await once(request, principal, idempotency_key, act)
 
 
 def _refused(reason: str) -> ApiError:

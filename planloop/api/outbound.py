@@ -30,7 +30,7 @@ from planloop.readmodels.plans import PLAN_EVENT_TYPES
 
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, ApiError
-from .idempotency import HEADER, fingerprint
+from .idempotency import HEADER, Answer, IdempotencyKey, fingerprint, once
 
 FEED_ROLES = frozenset({Role.INTEGRATION, Role.AUDITOR, Role.LEADERSHIP})
 WEBHOOK_ROLES = frozenset({Role.INTEGRATION})
@@ -54,7 +54,15 @@ async def webhook_admin(principal: Annotated[Principal, Depends(authenticated)])
     return principal
 
 
+async def webhook_reader(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    """Roles integration, auditor or admin, without org-unit scopes: auditors read, they change nothing."""
+    principal.require_role(WEBHOOK_ROLES | {Role.AUDITOR}, "reading webhook subscriptions")
+    principal.require_company_wide("reading webhook subscriptions")
+    return principal
+
+
 WebhookAdmin = Annotated[Principal, Depends(webhook_admin)]
+WebhookReader = Annotated[Principal, Depends(webhook_reader)]
 
 
 class SubscriptionRequest(BaseModel):
@@ -147,8 +155,8 @@ async def subscribe(
 
 
 @_webhooks.get("", response_model=list[SubscriptionView])
-async def subscriptions(request: Request, principal: WebhookAdmin) -> list[SubscriptionView]:
-    """Every subscription, oldest first (without secrets). Roles: integration, admin."""
+async def subscriptions(request: Request, principal: WebhookReader) -> list[SubscriptionView]:
+    """Every subscription, oldest first (without secrets). Roles: integration, auditor, admin."""
     return [_view(s) for s in await list_subscriptions(request.app.state.store.pool)]
 
 
@@ -160,33 +168,60 @@ def _no_subscription(subscription_id: uuid.UUID) -> ApiError:
     )
 
 
-async def _set_active(request: Request, subscription_id: uuid.UUID, active: bool) -> SubscriptionView:
+async def _set_active(request: Request, subscription_id: uuid.UUID, active: bool) -> Answer:
     changed = await set_subscription_active(request.app.state.store.pool, subscription_id, active)
     if changed is None:
         raise _no_subscription(subscription_id)
-    return _view(changed)
+    return 200, _view(changed).model_dump(mode="json")
+
+
+# Pausing, resuming and deleting set a state, so a plain retry is harmless; with an Idempotency-Key a retry
+# also gets the first answer (a repeated DELETE its 204, not a 404).
 
 
 @_webhooks.post("/{subscription_id}/pause", response_model=SubscriptionView)
-async def pause(subscription_id: uuid.UUID, request: Request, principal: WebhookAdmin) -> SubscriptionView:
+async def pause(
+    subscription_id: uuid.UUID,
+    request: Request,
+    principal: WebhookAdmin,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Pause deliveries: what is pending, and the events recorded while paused, wait in the queue until
     it resumes. Roles: integration, admin."""
-    return await _set_active(request, subscription_id, False)
+    return await once(
+        request, principal, idempotency_key, lambda: _set_active(request, subscription_id, False)
+    )
 
 
 @_webhooks.post("/{subscription_id}/resume", response_model=SubscriptionView)
-async def resume(subscription_id: uuid.UUID, request: Request, principal: WebhookAdmin) -> SubscriptionView:
+async def resume(
+    subscription_id: uuid.UUID,
+    request: Request,
+    principal: WebhookAdmin,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Resume a paused subscription; what waited is sent. Roles: integration, admin."""
-    return await _set_active(request, subscription_id, True)
+    return await once(
+        request, principal, idempotency_key, lambda: _set_active(request, subscription_id, True)
+    )
 
 
 @_webhooks.delete("/{subscription_id}", status_code=204)
-async def unsubscribe(subscription_id: uuid.UUID, request: Request, principal: WebhookAdmin) -> Response:
+async def unsubscribe(
+    subscription_id: uuid.UUID,
+    request: Request,
+    principal: WebhookAdmin,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Delete the subscription with its deliveries: what is pending is never sent. (Pause it instead to
     keep what waits.) Roles: integration, admin."""
-    if not await delete_subscription(request.app.state.store.pool, subscription_id):
-        raise _no_subscription(subscription_id)
-    return Response(status_code=204)
+
+    async def act() -> Answer:
+        if not await delete_subscription(request.app.state.store.pool, subscription_id):
+            raise _no_subscription(subscription_id)
+        return 204, None
+
+    return await once(request, principal, idempotency_key, act)
 
 
 class Deliveries(BaseModel):
@@ -201,14 +236,14 @@ class Deliveries(BaseModel):
 async def deliveries(
     subscription_id: uuid.UUID,
     request: Request,
-    principal: WebhookAdmin,
+    principal: WebhookReader,
     status: Annotated[
         Literal["pending", "delivered", "failed"] | None, Query(description="Only deliveries in this status.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Most deliveries listed.")] = 50,
 ) -> Deliveries:
     """The subscription's deliveries: each event's status, attempts, next attempt and last error. Roles:
-    integration, admin."""
+    integration, auditor, admin."""
     listed = await list_deliveries(request.app.state.store.pool, subscription_id, status, limit)
     if listed is None:
         raise _no_subscription(subscription_id)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -49,7 +50,7 @@ from workflows.reminders import CycleTemplate, ScheduledTrigger, ScheduledTrigge
 from .actuals import storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ApiError
-from .idempotency import IdempotencyKey, fingerprint
+from .idempotency import Answer, IdempotencyKey, fingerprint, once
 from .inbound import Text
 
 router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
@@ -144,9 +145,13 @@ class PauseRequest(BaseModel):
 Authenticated = Annotated[Principal, Depends(authenticated)]
 
 
-def _allowed(principal: Principal, action: str) -> None:
-    principal.require_role(SCHEDULE_ROLES, action)
+def _allowed(principal: Principal, action: str, roles: frozenset[Role] = SCHEDULE_ROLES) -> None:
+    principal.require_role(roles, action)
     principal.require_company_wide(action)
+
+
+# Auditors read everything and change nothing.
+READ_ROLES = SCHEDULE_ROLES | {Role.AUDITOR}
 
 
 async def _check(request: Request, body: ScheduleRequest) -> ScheduledTrigger:
@@ -301,16 +306,17 @@ async def _view(request: Request, schedule_id: str, row: Any = None) -> Schedule
 
 @router.get("/schedules", response_model=list[ScheduleView])
 async def list_schedules(request: Request, principal: Authenticated) -> list[ScheduleView]:
-    """planloop's schedules with their next and recent firings. Roles: admin, leadership, integration."""
-    _allowed(principal, "reading schedules")
+    """planloop's schedules with their next and recent firings. Roles: admin, leadership, integration,
+    auditor."""
+    _allowed(principal, "reading schedules", READ_ROLES)
     rows = await request.app.state.store.pool.fetch(_ALL)
     return [await _view(request, r["schedule_id"], r) for r in rows]
 
 
 @router.get("/schedules/{schedule_id}", response_model=ScheduleView)
 async def read_schedule(schedule_id: str, request: Request, principal: Authenticated) -> ScheduleView:
-    """One schedule. Roles: admin, leadership, integration."""
-    _allowed(principal, "reading schedules")
+    """One schedule. Roles: admin, leadership, integration, auditor."""
+    _allowed(principal, "reading schedules", READ_ROLES)
     return await _view(request, schedule_id)
 
 
@@ -344,11 +350,10 @@ async def trigger_schedule(
 
 async def _set_paused(
     request: Request, principal: Principal, schedule_id: str, body: PauseRequest | None, paused: bool
-) -> ScheduleView:
+) -> Answer:
     """Pause or resume. Setting a state, not toggling it: sent twice, it answers the same (the note is the
-    latest), so a retry needs no Idempotency-Key."""
+    latest), so a plain retry is harmless; with an Idempotency-Key a retry gets the first answer."""
     verb = "paused" if paused else "resumed"
-    _allowed(principal, "pausing schedules" if paused else "resuming schedules")
     reason = body.reason if body else ""
     row = await request.app.state.store.pool.fetchrow(_ONE, schedule_id)
     if row is None:
@@ -359,42 +364,61 @@ async def _set_paused(
         await (handle.pause(note=note) if paused else handle.unpause(note=note))
     except RPCError as err:
         raise _schedule_error(err, schedule_id) from None
-    return await _view(request, schedule_id, row)
+    return 200, (await _view(request, schedule_id, row)).model_dump(mode="json")
 
 
 @router.post("/schedules/{schedule_id}/pause", response_model=ScheduleView)
 async def pause_schedule(
-    schedule_id: str, request: Request, principal: Authenticated, body: PauseRequest | None = None
-) -> ScheduleView:
+    schedule_id: str,
+    request: Request,
+    principal: Authenticated,
+    body: PauseRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Stop the schedule's firings until it is resumed; the reason is kept as its note. A trigger still
     fires it. Roles: admin, leadership, integration."""
-    return await _set_paused(request, principal, schedule_id, body, paused=True)
+    _allowed(principal, "pausing schedules")
+    act = partial(_set_paused, request, principal, schedule_id, body, paused=True)
+    return await once(request, principal, idempotency_key, act, body)
 
 
 @router.post("/schedules/{schedule_id}/resume", response_model=ScheduleView)
 async def resume_schedule(
-    schedule_id: str, request: Request, principal: Authenticated, body: PauseRequest | None = None
-) -> ScheduleView:
+    schedule_id: str,
+    request: Request,
+    principal: Authenticated,
+    body: PauseRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Fire on the schedule's calendar again (firings missed while paused are not made up). Roles: admin,
     leadership, integration."""
-    return await _set_paused(request, principal, schedule_id, body, paused=False)
+    _allowed(principal, "resuming schedules")
+    act = partial(_set_paused, request, principal, schedule_id, body, paused=False)
+    return await once(request, principal, idempotency_key, act, body)
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
-async def delete_schedule(schedule_id: str, request: Request, principal: Authenticated) -> Response:
-    """Delete the schedule; workflows it started (a cycle it opened) keep running. Roles: admin, leadership,
+async def delete_schedule(
+    schedule_id: str, request: Request, principal: Authenticated, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Delete the schedule; workflows it started (a cycle it opened) keep running. With an
+    Idempotency-Key, a retry of a delete that went through answers 204 again. Roles: admin, leadership,
     integration."""
     _allowed(principal, "deleting schedules")
-    pool = request.app.state.store.pool
-    if await pool.fetchrow(_ONE, schedule_id) is None:
-        raise ApiError(404, NOT_FOUND, f"there is no schedule {schedule_id}; GET /schedules lists them")
-    try:
-        await request.app.state.client.get_schedule_handle(schedule_id).delete()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise _workflow_error(err) from None
-    await pool.execute(_DELETE, schedule_id)
-    return Response(status_code=204)
+
+    async def act() -> Answer:
+        pool = request.app.state.store.pool
+        if await pool.fetchrow(_ONE, schedule_id) is None:
+            raise ApiError(404, NOT_FOUND, f"there is no schedule {schedule_id}; GET /schedules lists them")
+        try:
+            await request.app.state.client.get_schedule_handle(schedule_id).delete()
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise _workflow_error(err) from None
+        await pool.execute(_DELETE, schedule_id)
+        return 204, None
+
+    return await once(request, principal, idempotency_key, act)
 
 
 __all__ = ["PauseRequest", "ScheduleRequest", "ScheduleView", "When", "fire_now", "router"]

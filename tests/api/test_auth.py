@@ -172,7 +172,7 @@ MATRIX: list[Row] = [
     ),
     # Outbound: the feed and webhook subscriptions.
     Row("GET", "/events", frozenset({R.INTEGRATION, R.AUDITOR, R.LEADERSHIP}), company_wide=True),
-    Row("GET", "/webhooks/subscriptions", frozenset({R.INTEGRATION}), company_wide=True),
+    Row("GET", "/webhooks/subscriptions", frozenset({R.INTEGRATION, R.AUDITOR}), company_wide=True),
     Row(
         "POST",
         "/webhooks/subscriptions",
@@ -204,21 +204,21 @@ MATRIX: list[Row] = [
     Row(
         "GET",
         "/webhooks/subscriptions/{subscription_id}/deliveries",
-        frozenset({R.INTEGRATION}),
+        frozenset({R.INTEGRATION, R.AUDITOR}),
         f"{NO_SUBSCRIPTION}/deliveries",
         company_wide=True,
     ),
     # Inbound: sources are admins' business; their webhooks are signed, not token-bearing.
     Row("POST", "/inbound/sources", ADMIN_ONLY, body={"source": "matrix-other"}),
-    Row("GET", "/inbound/sources", ADMIN_ONLY),
+    Row("GET", "/inbound/sources", frozenset({R.AUDITOR}), company_wide=True),
     Row("DELETE", "/inbound/sources/{source}", ADMIN_ONLY, "/inbound/sources/no-such-source"),
     Row(
         "POST", "/inbound/{source}/actuals", SIGNED, f"/inbound/{SOURCE}/actuals", {"cycle_id": C, "rows": []}
     ),
     # Schedules.
     Row("POST", "/schedules", SCHEDULERS, body=REMINDER, company_wide=True),
-    Row("GET", "/schedules", SCHEDULERS, company_wide=True),
-    Row("GET", "/schedules/{schedule_id}", SCHEDULERS, "/schedules/no-such", company_wide=True),
+    Row("GET", "/schedules", SCHEDULERS | {R.AUDITOR}, company_wide=True),
+    Row("GET", "/schedules/{schedule_id}", SCHEDULERS | {R.AUDITOR}, "/schedules/no-such", company_wide=True),
     Row(
         "POST",
         "/schedules/{schedule_id}/trigger",
@@ -273,6 +273,17 @@ async def test_every_route_has_a_row(app: FastAPI) -> None:
         + ", ".join(f"{m} {p}" for m, p in missing)
     )
     assert not stale, "rows for routes the app does not serve: " + ", ".join(f"{m} {p}" for m, p in stale)
+
+
+def test_auditors_read_every_route_and_write_none() -> None:
+    # What the matrix grants, checked as a whole: the auditor's role reads everything, changes nothing.
+    reads = [r for r in MATRIX if r.method == "GET" and r.allowed not in (PUBLIC, SIGNED)]
+    unread = [r.route for r in reads if R.AUDITOR not in r.allowed]
+    assert not unread, f"routes an auditor cannot read: {unread}"
+    consistency = ("POST", "/audit/checkpoints/consistency")  # a question about checkpoints, not a write
+    writes = [r for r in MATRIX if r.method != "GET" and (r.method, r.route) != consistency]
+    written = [f"{r.method} {r.route}" for r in writes if r.allowed != SIGNED and R.AUDITOR in r.allowed]
+    assert len(writes) > 40 and not written, f"routes an auditor can write to: {written}"
 
 
 async def call(http: httpx.AsyncClient, row: Row, headers: Any) -> httpx.Response:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from eventstore import EventStore
 from planloop.api.auth import Role
@@ -80,3 +81,64 @@ async def test_a_cycle_opened_with_a_key_is_opened_once(http: httpx.AsyncClient,
     first = await http.post("/cycles", json=body, headers=headers)
     again = await http.post("/cycles", json=body, headers=headers)
     assert first.status_code == again.status_code == 201 and first.json() == again.json()
+
+
+async def test_every_write_takes_an_idempotency_key(app: FastAPI) -> None:
+    # A question sent by POST (consistency of two checkpoints) changes nothing and needs no key.
+    questions = {("post", "/audit/checkpoints/consistency")}
+    spec = app.openapi()
+    writes = [
+        (method, path)
+        for path, operations in spec["paths"].items()
+        for method in operations
+        if method in ("post", "put", "patch", "delete") and (method, path) not in questions
+    ]
+    keyless = [
+        f"{method.upper()} {path}"
+        for method, path in writes
+        if not any(p["name"] == "Idempotency-Key" for p in spec["paths"][path][method].get("parameters", []))
+    ]
+    assert len(writes) > 40 and not keyless, keyless
+
+
+async def test_a_key_replays_registrations_and_deletes_instead_of_acting_again(
+    http: httpx.AsyncClient, admin: Any, make_token: MakeToken, store: EventStore
+) -> None:
+    # A source registered without a secret gets a generated one: a retry with the key gets the same secret
+    # (without the key it would be replaced by another, which the caller never saw).
+    register = {**admin, "Idempotency-Key": "register-crm"}
+    first = await http.post("/inbound/sources", json={"source": "crm"}, headers=register)
+    again = await http.post("/inbound/sources", json={"source": "crm"}, headers=register)
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.json()["secret"] == first.json()["secret"] and again.headers["idempotent-replayed"] == "true"
+    assert (
+        await store.pool.fetchval("SELECT secret FROM inbound_sources WHERE source = 'crm'")
+        == (first.json()["secret"])
+    )
+    other = await http.post("/inbound/sources", json={"source": "crm"}, headers=admin)
+    assert other.json()["secret"] != first.json()["secret"]
+
+    # A delete retried with its key answers 204 again; without a key the second delete finds nothing.
+    revoke = {**admin, "Idempotency-Key": "revoke-crm"}
+    gone = await http.delete("/inbound/sources/crm", headers=revoke)
+    repeated = await http.delete("/inbound/sources/crm", headers=revoke)
+    assert (gone.status_code, repeated.status_code, repeated.content) == (204, 204, b"")
+    assert repeated.headers["idempotent-replayed"] == "true"
+    assert (await http.delete("/inbound/sources/crm", headers=admin)).status_code == 404
+
+    # Pausing a webhook subscription: the same key, the same answer; another request with it is refused.
+    integration = await make_token("erp", Role.INTEGRATION)
+    created = await http.post(
+        "/webhooks/subscriptions", json={"url": "http://127.0.0.1:9/hook"}, headers=integration
+    )
+    assert created.status_code == 201, created.text
+    path = f"/webhooks/subscriptions/{created.json()['id']}"
+    pause = {**integration, "Idempotency-Key": "pause-1"}
+    paused = await http.post(f"{path}/pause", headers=pause)
+    assert paused.status_code == 200 and paused.json()["active"] is False
+    assert (await http.post(f"{path}/resume", headers=integration)).json()["active"] is True
+    replayed = await http.post(f"{path}/pause", headers=pause)
+    assert replayed.json() == paused.json() and replayed.headers["idempotent-replayed"] == "true"
+    reused = await http.post(f"{path}/resume", headers=pause)
+    assert (reused.status_code, reused.json()["code"]) == (422, "idempotency_key_reused")
+    assert (await http.get("/webhooks/subscriptions", headers=integration)).json()[0]["active"] is True
