@@ -15,11 +15,12 @@ None of them changes anything. Times are ISO 8601 with a time zone; they are the
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
+from domain import PlanState
 from planloop.audit import history as audit_history
 from planloop.audit import replay as audit_replay
 from planloop.audit import timetravel
@@ -37,13 +38,15 @@ PLAN = "/cycles/{cycle_id}/plans/{unit_id}"
 
 
 class PlanAsOf(BaseModel):
-    """The plan as it was: the view of ``GET /cycles/{cycle}/plans/{unit}``, rebuilt from the stream's first
-    ``version`` events (all those the store had written by ``as_of``, when asked by time)."""
+    """The plan as it was, rebuilt from the stream's first ``version`` events (all those the store had
+    written by ``as_of``, when asked by time): the view of ``GET /cycles/{cycle}/plans/{unit}`` and the whole
+    state the plan's workflow held then (CSFs, actuals, deviations, gate decisions, reviews, score, ...)."""
 
     as_of: datetime | None
     version: int
     recorded_at: datetime  # when the store wrote event ``version``, the last one this view reflects
     plan: PlanView
+    state: PlanState
 
 
 class RevisionAtTime(BaseModel):
@@ -58,11 +61,23 @@ class RevisionAtTime(BaseModel):
     reason: str
 
 
+class StateChangeView(BaseModel):
+    """A part of the plan that changed between the two moments: a value, or entries of a list."""
+
+    field: str
+    before: Any = None
+    after: Any = None
+    added: list[Any] = []
+    removed: list[Any] = []
+
+
 class TimeComparison(RevisionComparison):
-    """What changed in the plan's content from one moment to another: the latest revision at each."""
+    """What changed in the plan from one moment to another: its content (``diff``, between the latest
+    revision at each) and everything else (``changes``: phase, gate decisions, CSFs, actuals, ...)."""
 
     from_moment: RevisionAtTime
     to_moment: RevisionAtTime
+    changes: list[StateChangeView]
 
 
 class RunReplayView(BaseModel):
@@ -165,7 +180,11 @@ async def plan_as_of(
     except AuditError as err:
         raise _refused(err) from None
     return PlanAsOf(
-        as_of=found.as_of, version=found.version, recorded_at=found.recorded_at, plan=plan_view(found.state)
+        as_of=found.as_of,
+        version=found.version,
+        recorded_at=found.recorded_at,
+        plan=plan_view(found.state),
+        state=found.state,
     )
 
 
@@ -178,7 +197,8 @@ async def diff_at_times(
     from_time: Annotated[str, Query(alias="from", description="The earlier moment, with a time zone.")],
     to_time: Annotated[str, Query(alias="to", description="The later moment, with a time zone.")],
 ) -> TimeComparison:
-    """The diff between the plan at two moments: the latest revision at each, and which ones those were."""
+    """The diff between the plan at two moments: the latest revision at each (which ones those were, and
+    their content diff), and every other part of the plan that changed in between."""
     await _scoped(request, principal, cycle_id, unit_id)
     try:
         found = await timetravel.diff_at_times(
@@ -209,6 +229,7 @@ async def diff_at_times(
         diff=found.diff,
         from_moment=moment(found.old),
         to_moment=moment(found.new),
+        changes=[StateChangeView(**vars(change)) for change in found.changes],
     )
 
 

@@ -10,6 +10,7 @@ export, bundles) join the group from planloop.audit.integrity_cli.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,7 +150,35 @@ def as_of(
         approved = ", ".join(progress["approved_by"]) or "nobody yet"
         due = short_time(progress["due_at"])
         add_data_row(grid, "Gate", f"{gate['name']} (approved by {approved}; due {due})")
+    for name, value in execution_rows(shown["state"]):
+        add_data_row(grid, name, value)
     out.print(grid)
+
+
+def execution_rows(state: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the plan held beyond its strategy, as rows: decisions, CSFs, actuals, deviations, reviews,
+    score, lessons (only those it had)."""
+    rows = [("Gate decisions", str(len(state["decisions"])))]
+    if state["csfs"]:
+        rows.append(("CSFs", ", ".join(f"{c['csf_id']} ({c['owner']})" for c in state["csfs"])))
+    if state["actuals"]:
+        months = sorted({a["month"] for a in state["actuals"]})
+        rows.append(("Actuals", f"{len(state['actuals'])} entries, {months[0]} to {months[-1]}"))
+    for d in state["deviations"]:
+        explained = (
+            f"explained: {d['explanation']}" if d["explanation"] else f"unexplained (owner {d['owner']})"
+        )
+        rows.append((f"Deviation {d['deviation_id']}", f"{d['measure']} {d['month']}, {explained}"))
+    if state["reviews"]:
+        rows.append(("Quarterly reviews", ", ".join(f"Q{r['quarter']}" for r in state["reviews"])))
+    if state["score"]:
+        score = state["score"]
+        rows.append(
+            ("Score", f"{score['plan_quality']} x {score['execution_effectiveness']} = {score['results']}")
+        )
+    if state["lessons"]:
+        rows.append(("Lessons", str(len(state["lessons"]))))
+    return rows
 
 
 @audit_app.command("diff")
@@ -190,9 +219,31 @@ def diff(
     if "from_moment" in shown:
         title += f" (current at {shown['from_moment']['as_of']} and at {shown['to_moment']['as_of']})"
     out.print(Text(title, style="bold"))
-    changes = shown["diff"]
+    _print_content_diff(shown["diff"])
+    if "changes" in shown:
+        _print_state_changes(shown["changes"])
+
+
+def _print_state_changes(changes: list[dict[str, Any]]) -> None:
+    """Besides the content: the parts of the plan that changed between the two moments."""
+    if not changes:
+        out.print("the rest of the plan: no change")
+        return
+    table = Table(title="the rest of the plan", box=None, title_justify="left")
+    for column in ("part", "change"):
+        table.add_column(column)
+    for c in changes:
+        if c["added"] or c["removed"]:
+            what = ", ".join(f"{len(c[k])} {k}" for k in ("added", "removed") if c[k])
+        else:
+            what = f"{json.dumps(c['before'])} -> {json.dumps(c['after'])}"
+        add_data_row(table, c["field"], what)
+    out.print(table)
+
+
+def _print_content_diff(changes: dict[str, Any]) -> None:
     if not changes["changed_fields"]:
-        out.print("no change")
+        out.print("content: no change")
         return
     out.print(Text(f"changed: {', '.join(changes['changed_fields'])}"))
     table = Table(box=None)

@@ -6,7 +6,9 @@ approximation of it. Moments are the store's own time (``recorded_at``, covered 
 of 31 March" means "everything the store had written by then".
 
 The diff between two revisions by number is the API's (``GET .../diff``); here is the diff between the
-plan at two moments: the latest revision at each, compared with ``domain.diff_content``.
+plan at two moments: the latest revision at each, compared with ``domain.diff_content``, and every other
+part of the plan that changed in between (phase, gate decisions, CSFs, actuals, deviations, reviews, score,
+lessons, ...), field by field of the folded state.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from domain import PlanState, RevisionDiff, decode_event, diff_content, replay
 from domain.state import Revision
@@ -47,12 +50,50 @@ class RevisionAt:
 
 
 @dataclass(frozen=True)
+class StateChange:
+    """One field of the plan's state that differs between two moments: a value (``before`` and ``after``)
+    or a list (the entries ``added`` and ``removed``, e.g. gate decisions made, actuals recorded)."""
+
+    field: str
+    before: Any = None
+    after: Any = None
+    added: tuple[Any, ...] = ()
+    removed: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
 class DiffAt:
-    """What changed in the plan's content between two moments."""
+    """What changed in the plan between two moments: its content (the latest revision at each) and the
+    rest of its state."""
 
     old: RevisionAt
     new: RevisionAt
     diff: RevisionDiff
+    changes: tuple[StateChange, ...] = ()
+
+
+# Shown by the content diff and the two revisions named; the stream version is in each moment.
+_NOT_COMPARED = frozenset({"revisions", "version"})
+
+
+def state_changes(old: PlanState, new: PlanState) -> tuple[StateChange, ...]:
+    """Every field of the plan's state that differs, in the state's field order, as JSON values."""
+    before, after = old.model_dump(mode="json"), new.model_dump(mode="json")
+    changes = []
+    for name in PlanState.model_fields:
+        if name in _NOT_COMPARED or before[name] == after[name]:
+            continue
+        if isinstance(before[name], list) and isinstance(after[name], list):
+            changes.append(
+                StateChange(
+                    name,
+                    added=tuple(x for x in after[name] if x not in before[name]),
+                    removed=tuple(x for x in before[name] if x not in after[name]),
+                )
+            )
+        else:
+            changes.append(StateChange(name, before=before[name], after=after[name]))
+    return tuple(changes)
 
 
 def fold(recorded: Iterable[RecordedEvent]) -> PlanState:
@@ -90,15 +131,22 @@ async def plan_at_time(store: EventStore, cycle_id: str, unit_id: str, at: datet
 async def diff_at_times(
     store: EventStore, cycle_id: str, unit_id: str, old_at: datetime, new_at: datetime
 ) -> DiffAt:
-    """The diff from the plan's latest revision at ``old_at`` to its latest revision at ``new_at``."""
+    """The diff from the plan's latest revision at ``old_at`` to its latest revision at ``new_at``, and
+    every other change of its state in between."""
     if old_at > new_at:
         raise AuditError(
             INVALID_RANGE,
             f"from ({old_at.isoformat()}) is after to ({new_at.isoformat()}); swap them",
         )
-    old = _latest_revision(await plan_at_time(store, cycle_id, unit_id, old_at), "from")
-    new = _latest_revision(await plan_at_time(store, cycle_id, unit_id, new_at), "to")
-    return DiffAt(old=old, new=new, diff=diff_content(old.revision.content, new.revision.content))
+    old_plan = await plan_at_time(store, cycle_id, unit_id, old_at)
+    new_plan = await plan_at_time(store, cycle_id, unit_id, new_at)
+    old, new = _latest_revision(old_plan, "from"), _latest_revision(new_plan, "to")
+    return DiffAt(
+        old=old,
+        new=new,
+        diff=diff_content(old.revision.content, new.revision.content),
+        changes=state_changes(old_plan.state, new_plan.state),
+    )
 
 
 def _latest_revision(plan: PlanAt, name: str) -> RevisionAt:

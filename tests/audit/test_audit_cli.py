@@ -88,6 +88,11 @@ async def test_history_as_of_and_diff_through_the_api(served: Recorded, cli_env:
     assert code == 0 and f"stream version {pushed.version}" in output and "changes_requested" in output, (
         output
     )
+    explained = served.moments[-1]
+    code, output = await run("as-of", cycle_id, unit, "--version", str(explained.version))
+    deviation = explained.state.deviations[0]
+    assert code == 0 and f"Deviation {deviation.deviation_id}" in output, output
+    assert f"explained: {deviation.explanation[:20]}" in output and "Actuals" in output and "CSFs" in output
     code, output = await run("as-of", cycle_id, unit)
     assert code == 1 and "either --at TIME" in output
 
@@ -107,6 +112,11 @@ async def test_history_as_of_and_diff_through_the_api(served: Recorded, cli_env:
     moments = last_json(output)
     assert (moments["from_revision"], moments["to_revision"]) == (1, 3)
     assert moments["to_moment"]["content_hash"] == served.hashes[3]
+    code, output = await run(
+        "diff", cycle_id, unit, "--from-time", signed.wall_time.isoformat(), "--to-time", "2100-01-01T00:00Z"
+    )
+    assert code == 0 and "content: no change" in output and "the rest of the plan" in output, output
+    assert '"approved" -> "executing"' in output and "deviations" in output, output
     code, output = await run("diff", cycle_id, unit, "--from-revision", "1", "--to-time", "2027-01-01T00:00Z")
     assert code == 1 and "not a mix" in output
 

@@ -1,5 +1,6 @@
 """Time travel: the plan as of a stream version or a moment is exactly the state the plan's workflow reported
-then; the diff between the plan at two moments names the revision current at each."""
+then; the diff between the plan at two moments names the revision current at each and every other part of
+the plan that changed."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ async def test_as_of_reconstruction_matches_the_state_the_workflow_reported_at_t
         assert answer.status_code == 200, answer.text
         shown = answer.json()
         assert shown["plan"] == view and shown["version"] == moment.version, moment.step
+        # ... and the whole state the workflow held, not only the plan view: CSFs, actuals, deviations.
+        assert shown["state"] == reported, moment.step
         assert shown["recorded_at"] == by_time.recorded_at.isoformat().replace("+00:00", "Z")
 
     phases = [m.state.phase for m in recorded.moments]
@@ -89,6 +92,19 @@ async def test_the_diff_between_two_moments_names_the_revision_current_at_each(
         headers=auditor,
     )
     assert same.json()["diff"]["changed_fields"] == [] and same.json()["to_revision"] == 3
+    # The content is the same, but the rest of the plan moved on: execution, an off-track month explained.
+    changes = {c["field"]: c for c in same.json()["changes"]}
+    assert (changes["phase"]["before"], changes["phase"]["after"]) == ("approved", "executing")
+    last = recorded.moments[-1].state
+    assert [c["csf_id"] for c in changes["csfs"]["added"]] == [c.csf_id for c in last.csfs]
+    assert len(changes["actuals"]["added"]) == len(last.actuals) > 0
+    [deviation] = changes["deviations"]["added"]
+    assert deviation["explanation"] == last.deviations[0].explanation
+    assert "revisions" not in changes and "decisions" not in changes  # signed off before: no new decision
+    # From the draft to signed off: the gate decisions made in between.
+    assert len(shown["changes"]) > 0
+    decided = {c["field"]: c for c in shown["changes"]}["decisions"]["added"]
+    assert len(decided) == len(signed.state.decisions) - len(drafted.state.decisions) > 0
 
     # A revision diff by number stays the plans API's (the CLI uses both).
     by_number = await http.get(
