@@ -9,20 +9,26 @@ A bundle is JSON Lines, one record a line, each with a ``record`` field:
 * ``checkpoint``: the latest signed checkpoint when exported, with the proof that the plan's head at that
   time is in it (absent when no checkpoint existed; its inclusion is null when the plan came later);
 * ``public_key``: the PEM of the key that signed the checkpoint (absent when the exporting API does not
-  trust that key itself).
+  trust that key itself);
+* ``seal``: last, the SHA-256 of every byte before it. It is not signed (whoever rewrites a bundle can
+  reseal it): it makes any changed byte fail, also in the fields no hash chain covers (the header, the
+  events' global positions), so a bundle damaged in transit is never taken for the one exported.
 
 Verification needs no database, no server and no settings: it re-walks the chain with eventstore.jsoncodec's
-own digest and chain functions (planloop.audit.proofs), checks the checkpoint's signature and the inclusion
-proof of the plan's head, and compares the key with one the auditor trusts. Everything in a bundle can be
-rewritten by whoever hands it over, hashes and keys included, so nothing in it counts on its own: only a
-checkpoint signed by a key the auditor names (``trusted``) proves the events it covers. Without a trusted key
-the verdict is at best SELF_CONSISTENT: the bundle holds together, but anyone could have made it.
+own digest and chain functions (planloop.audit.proofs), checks the checkpoint's signature, the inclusion
+proof of the plan's head and the seal, and compares the key with one the auditor trusts. Everything in a
+bundle can be rewritten by whoever hands it over, hashes and keys included, so nothing in it counts on its
+own: only a checkpoint signed by a key the auditor names (``trusted``) proves the events it covers. Without a
+trusted key the verdict is at best SELF_CONSISTENT: the bundle holds together, but anyone could have made
+it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, Final
 from uuid import UUID
 
@@ -39,7 +45,8 @@ from .checkpoints import CheckpointError, Checkpoints, SignedCheckpoint
 from .proofs import ChainEvent, StreamHead, first_break, verify_inclusion
 
 FORMAT: Final = "planloop-audit-bundle"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2  # 2 added the seal; bundles of version 1 are still read (without one)
+READABLE_VERSIONS: Final = (1, 2)
 
 #: The verdicts of an offline verification.
 VERIFIED: Final = "verified"  # a checkpoint signed by the trusted key covers the events
@@ -59,12 +66,26 @@ def _line(record: dict[str, Any]) -> str:
 
 
 async def export_bundle(
-    checkpoints: Checkpoints, stream_id: str, *, cycle_id: str, unit_id: str, exported_at: datetime
+    checkpoints: Checkpoints,
+    stream_id: str,
+    *,
+    cycle_id: str,
+    unit_id: str,
+    exported_at: datetime,
+    publish: bool = True,
 ) -> str:
     """The bundle of ``stream_id``: its events, the latest checkpoint with the stream's inclusion proof,
-    and the public key. The checkpoint is read first, so every event it covers is in the bundle."""
+    and the public key. The checkpoint is read first, so every event it covers is in the bundle.
+
+    With ``publish``, a checkpoint is signed first when the latest one does not cover the plan's head yet
+    (checkpoints are otherwise published on a schedule), so that a fresh export verifies in full."""
     latest = await checkpoints.latest()
     inclusion = await checkpoints.inclusion(latest, stream_id) if latest else None
+    if publish and (
+        inclusion is None or inclusion.head.version < await checkpoints.store.stream_version(stream_id)
+    ):
+        latest, _ = await checkpoints.publish()
+        inclusion = await checkpoints.inclusion(latest, stream_id) if latest else None
     events = await checkpoints.store.read_stream(stream_id)
     lines = [
         _line(
@@ -115,7 +136,8 @@ async def export_bundle(
             lines.append(
                 _line({"record": "public_key", "key_id": latest.key_id, "pem": keys.public_pem(key)})
             )
-    return "".join(lines)
+    body = "".join(lines)
+    return body + _line({"record": "seal", "sha256": hashlib.sha256(body.encode()).hexdigest()})
 
 
 # -- reading -------------------------------------------------------------------------------------------------
@@ -130,6 +152,7 @@ class Bundle:
     public_key_pem: str | None = None
     problems: list[str] = field(default_factory=list)  # lines that could not be read
     event_lines: list[int] = field(default_factory=list)  # the line of each event, in ``events``' order
+    seal_problem: str | None = None  # what is wrong with the seal, if anything
 
     @property
     def stream_id(self) -> str:
@@ -184,15 +207,19 @@ def read_bundle(raw: bytes) -> Bundle:
             "`planloop audit export CYCLE UNIT -o FILE` writes one"
         )
     header = records[0][1]
-    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
+    if header.get("format") != FORMAT or header.get("format_version") not in READABLE_VERSIONS:
         raise BundleError(
-            f"not a {FORMAT} of version {FORMAT_VERSION} (format {header.get('format')!r}, "
-            f"version {header.get('format_version')!r})"
+            f"not a {FORMAT} of version {' or '.join(map(str, READABLE_VERSIONS))} (format "
+            f"{header.get('format')!r}, version {header.get('format_version')!r})"
         )
     bundle = Bundle(header, [], problems=problems)
+    if header.get("format_version") != 1:
+        bundle.seal_problem = _check_seal(raw, records)
     for number, record in records[1:]:
         kind = record.get("record")
         try:
+            if kind == "seal":
+                continue  # checked above, over the bytes
             if kind == "event":
                 bundle.events.append(_event(record, number))
                 bundle.event_lines.append(number)
@@ -206,6 +233,20 @@ def read_bundle(raw: bytes) -> Bundle:
         except (ValueError, CheckpointError) as exc:
             problems.append(f"line {number}: {exc}")
     return bundle
+
+
+def _check_seal(raw: bytes, records: list[tuple[int, dict[str, Any]]]) -> str | None:
+    """What is wrong with the seal (the last line: the SHA-256 of every byte before it), or None."""
+    number, record = records[-1]
+    if record.get("record") != "seal":
+        return "the bundle has no seal as its last line: it was cut short, or lines were added after it"
+    cut = raw.rstrip(b"\n").rfind(b"\n") + 1  # where the seal's line starts
+    if hashlib.sha256(raw[:cut]).hexdigest() != record.get("sha256"):
+        return (
+            f"the bytes before line {number} do not match the bundle's seal: a byte was changed after the "
+            "export (the events' chain and the signed checkpoint name what, if it is there)"
+        )
+    return None
 
 
 # -- verification --------------------------------------------------------------------------------------------
@@ -277,6 +318,11 @@ def trusted_fingerprint(trusted: Ed25519PublicKey | str | None) -> str | None:
 
 def _check_header(bundle: Bundle, report: BundleReport) -> None:
     header = bundle.header
+    positions = [e.position for e in bundle.events if e.position is not None]
+    if any(later <= earlier for earlier, later in pairwise(positions)):
+        report.problems.append(
+            "the events' global positions do not increase with their versions: the store never wrote them so"
+        )
     if header.get("events") != len(bundle.events):
         report.problems.append(
             f"the header announces {header.get('events')} events, the bundle holds {len(bundle.events)}"
@@ -298,6 +344,8 @@ def verify_bundle(
         bundle.stream_id, len(bundle.events), problems=list(bundle.problems), allow_uncovered=allow_uncovered
     )
     _check_header(bundle, report)
+    if bundle.seal_problem is not None:
+        report.problems.append(bundle.seal_problem)
     report.chain_break = first_break(bundle.stream_id, bundle.events)
     checkpoint = bundle.checkpoint
     if checkpoint is None:

@@ -52,9 +52,9 @@ def offline_verify(*args: str) -> subprocess.CompletedProcess[str]:
 async def exported(
     recorded: Recorded, http: httpx.AsyncClient, admin: Any, auditor: Any, tmp_path: Path
 ) -> tuple[Path, str]:
-    """The recorded plan's bundle (after a checkpoint), and the fingerprint of the signing key."""
-    published = await http.post("/audit/checkpoints", headers=admin)
-    assert published.status_code == 201, published.text
+    """The recorded plan's bundle, and the fingerprint of the signing key. No checkpoint is published
+    before: the export signs one, since none covers the plan yet."""
+    assert (await http.get("/audit/checkpoints", headers=auditor)).json() == []
     answer = await http.get(
         f"/audit/cycles/{recorded.cycle_id}/plans/{recorded.unit_id}/bundle", headers=auditor
     )
@@ -143,6 +143,20 @@ async def test_one_changed_byte_fails_the_bundle_naming_what(
     report = verify_bundle(read_bundle(without_last))
     assert not report.ok and any("events were removed" in p or "announces" in p for p in report.problems)
 
+    # Bytes no hash chain covers: the export's time in the header, an event's global position. The seal
+    # (the SHA-256 of every byte before it) fails them, and a bundle cut short has no seal.
+    exported_at = json.loads(raw.splitlines()[0])["exported_at"].encode()
+    later = exported_at[:-2] + (b"0" if exported_at[-2:-1] != b"0" else b"1") + exported_at[-1:]
+    position = f'"position":{third["position"]}'.encode()
+    other = position[:-1] + (b"0" if position[-1:] != b"0" else b"1")
+    for line, old, new in ((1, exported_at, later), (4, position, other)):
+        report = verify_bundle(read_bundle(changed(raw, line, old, new)))
+        assert not report.ok and any("do not match the bundle's seal" in p for p in report.problems), line
+    report = verify_bundle(read_bundle(b"\n".join(raw.split(b"\n")[:-2]) + b"\n"))
+    assert not report.ok and any("has no seal as its last line" in p for p in report.problems)
+    # Untouched, the same bytes verify.
+    assert verify_bundle(read_bundle(raw)).verdict == "self-consistent"
+
 
 # -- bundles made straight from a store (events the domain does not know: only the chain matters) -----------
 
@@ -156,7 +170,12 @@ async def store_bundle(store: EventStore, tmp_path: Path) -> tuple[Checkpoints, 
     await checkpoints.publish()
     await append(store, "plan:FY2027:DE", 3)
     text = await export_bundle(
-        checkpoints, "plan:FY2027:DE", cycle_id="FY2027", unit_id="DE", exported_at=datetime.now(UTC)
+        checkpoints,
+        "plan:FY2027:DE",
+        cycle_id="FY2027",
+        unit_id="DE",
+        exported_at=datetime.now(UTC),
+        publish=False,  # keep version 3 uncovered
     )
     return checkpoints, [json.loads(line) for line in text.splitlines()]
 
