@@ -1,5 +1,6 @@
-"""Following and closing a cycle from the terminal: `cycle show` (its calendar and progress), `cycle progress`
-(where its plans stand), `cycle rollup` (a unit's consolidated figures) and `cycle close`."""
+"""Following and closing a cycle from the terminal: `cycle list` (every cycle), `cycle show` (its calendar and
+progress), `cycle progress` (where its plans stand), `cycle rollup` (a unit's consolidated figures) and
+`cycle close`."""
 
 from __future__ import annotations
 
@@ -80,6 +81,37 @@ def show_cycle(
         out.print(_progress_table(cycle["progress"]))
     else:
         out.print("[dim]progress: the cycle's workflow did not answer; the calendar comes from the store[/]")
+
+
+@cycle_app.command("list")
+@user_errors
+def list_cycles(
+    state: Annotated[
+        str | None, typer.Option("--state", help="Only 'open' or 'closed' cycles.", case_sensitive=False)
+    ] = None,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every planning cycle, newest first: when it was opened, open or closed, its plans per phase."""
+    if state is not None and state.lower() not in ("open", "closed"):
+        raise PlanloopError(f"--state {state!r}: use open or closed")
+    params = {} if state is None else {"closed": state.lower() == "closed"}
+    cycles = ask(api_url, token, "GET", "/cycles", params=params)
+    table = Table(title=f"{len(cycles)} cycle(s)")
+    for column in ("cycle", "opened", "state", "plans", "phases"):
+        table.add_column(column)
+    for c in cycles:
+        phases = ", ".join(f"{n} {phase}" for phase, n in sorted(c["phases"].items(), key=lambda kv: -kv[1]))
+        add_data_row(
+            table,
+            c["cycle_id"],
+            short_time(c["opened_at"]),
+            "closed" if c["closed"] else "open",
+            str(c["plans"]),
+            phases or "-",
+        )
+    answer(cycles, as_json, table)
 
 
 @cycle_app.command("progress")

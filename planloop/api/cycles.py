@@ -215,6 +215,60 @@ async def _query(request: Request, cycle_id: str, query: str, *args: Any, result
         raise ApiError(503, UNAVAILABLE, f"the cycle's workflow did not answer ({err.message})") from None
 
 
+class CycleSummary(BaseModel):
+    """A cycle in the list: when it was opened, whether it is closed, and where its plans stand."""
+
+    cycle_id: str
+    opened_at: datetime
+    closed: bool
+    stream_version: int
+    plans: int  # plans in the plan list read model
+    phases: dict[str, int]
+
+
+# From the event store (the cycle streams, the opening's time, whether a CycleClosed was recorded) and the
+# plan list read model (plans per phase): no cycle is folded and no workflow asked.
+_CYCLES = """
+SELECT s.stream_id, s.version,
+       (SELECT e.recorded_at FROM events e WHERE e.stream_id = s.stream_id AND e.version = 1) AS opened_at,
+       EXISTS (SELECT 1 FROM events e WHERE e.stream_id = s.stream_id AND e.type = 'CycleClosed') AS closed
+FROM streams s
+WHERE s.stream_id LIKE 'cycle:%'
+ORDER BY opened_at DESC, s.stream_id
+"""
+_PHASES = "SELECT cycle_id, phase, count(*) AS plans FROM plan_list GROUP BY cycle_id, phase"
+
+
+@router.get("/cycles", response_model=list[CycleSummary])
+async def list_cycles(
+    request: Request,
+    principal: Authenticated,
+    closed: Annotated[bool | None, Query(description="Only closed (true) or open (false) cycles.")] = None,
+) -> list[CycleSummary]:
+    """Every planning cycle, newest first: opened when, open or closed, its plans per phase."""
+    pool = request.app.state.store.pool
+    phases: dict[str, dict[str, int]] = {}
+    for row in await pool.fetch(_PHASES):
+        phases.setdefault(row["cycle_id"], {})[row["phase"]] = row["plans"]
+    cycles = []
+    for row in await pool.fetch(_CYCLES):
+        if closed is not None and row["closed"] != closed:
+            continue
+        cycle_id = row["stream_id"].removeprefix("cycle:")
+        counts = phases.get(cycle_id, {})
+        cycles.append(
+            CycleSummary(
+                cycle_id=cycle_id,
+                opened_at=row["opened_at"],
+                closed=row["closed"],
+                stream_version=row["version"],
+                plans=sum(counts.values()),
+                phases=counts,
+            )
+        )
+    return cycles
+
+
 @router.get("/cycles/{cycle_id}", response_model=CycleView)
 async def read_cycle(cycle_id: str, request: Request, principal: Authenticated) -> CycleView:
     """The cycle: its calendar and progress (plans started, phases, signed off, escalated, overdue)."""

@@ -112,6 +112,7 @@ MATRIX: list[Row] = [
         files={"file": ("cycle.json", json.dumps(HEADLESS), "application/json")},
         company_wide=True,
     ),
+    Row("GET", "/cycles", EVERY_ROLE),
     Row("GET", "/cycles/{cycle_id}", EVERY_ROLE, f"/cycles/{C}"),
     Row("GET", "/cycles/{cycle_id}/rollup", EVERY_ROLE, f"/cycles/{C}/rollup"),
     Row(

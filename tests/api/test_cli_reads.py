@@ -132,6 +132,15 @@ async def test_plan_reads_inbox_and_cycle_commands(live_api: str, store: EventSt
     assert "1 approval(s) waiting on eu-cfo" in shown.stdout and item["content_hash"] in shown.stdout
     refused(await cli("inbox", env=as_author), "forbidden", "needs the role")
 
+    # The cycles: listed newest first from the store and the plan list, open ones by --state.
+    listed = answer(await cli("cycle", "list", "--state", "open", "--json", env=as_office))
+    mine = next(c for c in listed if c["cycle_id"] == cycle)
+    assert not mine["closed"] and mine["plans"] == len(scenario.UNITS) == sum(mine["phases"].values())
+    assert mine["stream_version"] >= 1 and mine["opened_at"]
+    shown = await cli("cycle", "list", env=as_author)
+    assert cycle in shown.stdout and "open" in shown.stdout
+    refused(await cli("cycle", "list", "--state", "shut", env=as_office), "", "use open or closed")
+
     # The cycle: show, progress, rollup (the company, a region), close.
     shown_cycle = answer(await cli("cycle", "show", cycle, "--json", env=as_office))
     assert shown_cycle["cycle_id"] == cycle and not shown_cycle["closed"]
@@ -153,6 +162,11 @@ async def test_plan_reads_inbox_and_cycle_commands(live_api: str, store: EventSt
     closed = answer(await cli("cycle", "close", cycle, "--reason", "year over", "--json", env=as_coo))
     assert closed["closed"] and closed["command"] == "CloseCycle"
     refused(await cli("cycle", "close", cycle, "--reason", "again", env=as_coo), "cycle_closed")
+    closed_cycles = answer(await cli("cycle", "list", "--state", "closed", "--json", env=as_office))
+    assert [c["cycle_id"] for c in closed_cycles] == [cycle] and closed_cycles[0]["closed"]
+    assert cycle not in [
+        c["cycle_id"] for c in answer(await cli("cycle", "list", "--state", "open", "--json", env=as_office))
+    ]
 
 
 async def test_tracking_of_an_executing_plan(
