@@ -63,11 +63,16 @@ def list_plans(
         typer.Option("--escalated/--not-escalated", help="Only plans whose gate escalated (or not)."),
     ] = None,
     waiting_on_me: Annotated[
-        bool, typer.Option("--waiting-on-me", help="Only plans with an approval waiting on me.")
+        bool,
+        typer.Option(
+            "--waiting-on-me",
+            help="Only plans where something waits on me: an approval, my draft to submit, changes "
+            "requested of my plan, a deviation of mine to explain.",
+        ),
     ] = False,
     waiting_on: Annotated[
         str | None,
-        typer.Option("--waiting-on", help="Only plans waiting on this approver (auditors and admins)."),
+        typer.Option("--waiting-on", help="Only plans waiting on this person (auditors and admins)."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="At most this many plans.")] = 100,
     offset: Annotated[int, typer.Option("--offset", min=0, help="Skip this many plans first.")] = 0,
@@ -107,6 +112,9 @@ def list_plans(
         "overdue",
     ):
         table.add_column(column, no_wrap=column in ("unit", "phase"))
+    waiting = bool(params["waiting_on"])
+    if waiting:
+        table.add_column("waiting for")
     for p in listed["plans"]:
         overdue_parts = []
         if p["overdue_months"]:
@@ -127,6 +135,7 @@ def list_plans(
             short_time(p["gate_due_at"]),
             _yes(p["escalated"]),
             Text("; ".join(overdue_parts), style="red") if overdue_parts else "-",
+            *([", ".join(p["waiting_for"])] if waiting else []),
         )
     out.print(table)
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from domain import OrgLevel, Phase
 from domain.cycle import CycleState
-from planloop.readmodels import InboxItem, TrackingLine, inbox, list_plans, tracking
+from planloop.readmodels import InboxItem, TrackingLine, inbox, list_plans, tracking, waiting_on_person
 from workflows import plan_id
 
 from .auth import Principal, Role, authenticated
@@ -54,6 +54,9 @@ class PlanListItem(BaseModel):
     overdue: bool
     last_event_at: datetime
     version: int
+    # With waiting_on: what waits on that person: 'approval' (a seat at the gate), 'draft' (their plan to
+    # submit), 'changes' (changes requested of their plan), 'explanation' (a deviation they own).
+    waiting_for: list[str] = []
 
 
 class PlanList(BaseModel):
@@ -89,7 +92,8 @@ def _in_scope(principal: Principal, state: CycleState, unit_id: str) -> bool:
 
 
 def _whose(principal: Principal, approver: str | None, action: str) -> str:
-    """The approver whose approvals are asked for: the caller, or (for auditors and admins) anyone."""
+    """The person asked about: the caller, or (for auditors and admins) anyone; ``action`` is what the
+    refusal names, e.g. "reading the inbox"."""
     if approver is None or approver == principal.principal_id:
         return principal.principal_id
     if principal.is_admin or principal.roles & OVERSEER_ROLES:
@@ -97,7 +101,7 @@ def _whose(principal: Principal, approver: str | None, action: str) -> str:
     raise ApiError(
         403,
         FORBIDDEN,
-        f"{action} of another approver ({approver}) needs the role auditor or admin; "
+        f"{action} for another person ({approver}) needs the role auditor or admin; "
         f"{principal.principal_id} may see only their own",
     )
 
@@ -117,9 +121,10 @@ async def list_cycle_plans(
     waiting_on: Annotated[
         str | None,
         Query(
-            description="`me`: only plans with an approval waiting on the caller (their seat, a seat "
-            "delegated to them, or an escalated gate they are the fallback of). Auditors and admins may "
-            "name another approver.",
+            description="`me`: only plans where something waits on the caller: an approval (their seat, "
+            "a seat delegated to them, or an escalated gate they are the fallback of), their own plan to "
+            "submit or to revise after changes were requested, or a deviation they own to explain. Each "
+            "plan says what in `waiting_for`. Auditors and admins may name another person.",
             pattern=PRINCIPAL_PATTERN,
         ),
     ] = None,
@@ -146,9 +151,13 @@ async def list_cycle_plans(
         known = unit in {u.unit_id for u in state.hierarchy.units}
         subtree = {unit} | {u.unit_id for u in state.hierarchy.descendants(unit)} if known else set()
         planned = [p for p in planned if p.unit_id in subtree]
+    waiting: dict[str, list[str]] = {}
     if waiting_on is not None:
-        approver = _whose(principal, None if waiting_on == "me" else waiting_on, "listing the approvals")
-        waiting = {item.unit_id for item in await inbox(pool, approver) if item.cycle_id == cycle_id}
+        person = _whose(principal, None if waiting_on == "me" else waiting_on, "listing what waits")
+        waiting = await waiting_on_person(pool, cycle_id, person)
+        for item in await inbox(pool, person):
+            if item.cycle_id == cycle_id and "approval" not in waiting.get(item.unit_id, []):
+                waiting.setdefault(item.unit_id, []).insert(0, "approval")
         planned = [p for p in planned if p.unit_id in waiting]
     items = [
         PlanListItem(
@@ -169,6 +178,7 @@ async def list_cycle_plans(
             overdue=rows[p.unit_id].overdue,
             last_event_at=rows[p.unit_id].last_event_at,
             version=rows[p.unit_id].version,
+            waiting_for=waiting.get(p.unit_id, []),
         )
         for p in planned
     ]

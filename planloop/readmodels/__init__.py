@@ -27,6 +27,7 @@ from planloop.readmodels.queries import (
     inbox,
     list_plans,
     tracking,
+    waiting_on_person,
 )
 from planloop.readmodels.registry import all_projections, projections, rebuild, statuses
 from planloop.readmodels.tracking_projection import TrackingProjection
@@ -54,4 +55,5 @@ __all__ = [
     "run_batch",
     "statuses",
     "tracking",
+    "waiting_on_person",
 ]

@@ -121,6 +121,32 @@ async def inbox(pool: asyncpg.Pool, approver: str, at: datetime | None = None) -
     return [InboxItem.model_validate(dict(row)) for row in rows]
 
 
+#: Besides approvals (the inbox): plans whose next step is their authors' (a draft to submit, changes
+#: requested to answer), and deviations waiting on their owner's explanation (from the plan list's own
+#: snapshot of each plan's state).
+WAITING_ON_PERSON: Final = """
+SELECT unit_id, CASE phase WHEN 'drafting' THEN 'draft' ELSE 'changes' END AS waiting_for
+  FROM plan_list
+ WHERE cycle_id = $1 AND $2 = ANY (authors) AND phase IN ('drafting', 'changes_requested')
+UNION ALL
+SELECT pl.unit_id, 'explanation'
+  FROM plan_list pl
+  JOIN projection_plan_states ps ON ps.projection = 'plan_list' AND ps.stream_id = pl.stream_id
+ WHERE pl.cycle_id = $1
+   AND EXISTS (SELECT 1 FROM jsonb_array_elements(ps.state -> 'deviations') d
+                WHERE d ->> 'owner' = $2 AND d ->> 'explanation' IS NULL)
+"""
+
+
+async def waiting_on_person(pool: asyncpg.Pool, cycle: str, person: str) -> dict[str, list[str]]:
+    """Per unit of ``cycle``, what waits on ``person`` other than an approval: 'draft' (their plan to
+    submit), 'changes' (changes requested of their plan), 'explanation' (a deviation they own)."""
+    waiting: dict[str, list[str]] = {}
+    for row in await pool.fetch(WAITING_ON_PERSON, cycle, person):
+        waiting.setdefault(row["unit_id"], []).append(row["waiting_for"])
+    return waiting
+
+
 async def tracking(pool: asyncpg.Pool, plan: str) -> PlanTracking:
     """Every measure's target, actual and status by month for the plan with stream id ``plan``."""
     rows = await pool.fetch(TRACKING, plan)

@@ -100,6 +100,7 @@ async def test_plan_reads_inbox_and_cycle_commands(live_api: str, store: EventSt
     assert (
         table.exit_code == 0 and "1 of 1 plan(s)" in table.stdout and "eu-cfo, eu-coo, eu-cso" in table.stdout
     )
+    assert "waiting for" in table.stdout and "approval" in table.stdout
     refused(
         await cli("plan", "list", cycle, "--phase", "dreaming", env=as_office), "invalid_request", "phase"
     )

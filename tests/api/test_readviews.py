@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from temporalio.testing import WorkflowEnvironment
 
 from planloop.api.auth import Role
+from tests.api import executing
 from tests.api.conftest import MakeToken, poll
 from tests.api.test_plans import draft
 
@@ -19,6 +21,11 @@ async def test_a_submitted_plan_waits_in_its_approvers_inboxes_until_they_decide
     cfo = await make_token("eu-cfo", Role.APPROVER)
     coo = await make_token("eu-coo", Role.APPROVER)
     base = f"/cycles/{cycle}/plans/DE"
+    # Before it is submitted, the plan waits on its author: a draft to submit.
+    drafting = await poll(
+        http, f"/cycles/{cycle}/plans", author, lambda page: page["total"] == 1, params={"waiting_on": "me"}
+    )
+    assert [(p["unit_id"], p["waiting_for"]) for p in drafting["plans"]] == [("DE", ["draft"])]
     assert (
         await http.post(f"{base}/commands/ReviseStrategy", json=draft(cycle, "DE"), headers=author)
     ).is_success
@@ -44,9 +51,10 @@ async def test_a_submitted_plan_waits_in_its_approvers_inboxes_until_they_decide
     )
     [listed] = waiting["plans"]
     assert (listed["unit_id"], listed["phase"], listed["version"]) == ("DE", "in_review", version)
+    assert listed["waiting_for"] == ["approval"]
     assert listed["pending_approvers"] == ["eu-cfo", "eu-coo", "eu-cso"]
     mine = (await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": "me"}, headers=author)).json()
-    assert mine["total"] == 0  # the author waits on nobody's decision of theirs
+    assert mine["total"] == 0  # submitted: nothing waits on the author now
 
     # Auditors and admins may look into someone's inbox; others only into their own.
     auditor = await make_token("auditor-1", Role.AUDITOR)
@@ -86,3 +94,30 @@ async def test_a_plans_tracking_within_scopes(
     # Only approvers, leadership, auditors and admins have an inbox.
     planner = await http.get("/inbox", headers=eu)
     assert planner.status_code == 403 and "needs the role" in planner.json()["message"]
+
+
+async def test_a_deviation_waits_on_its_owner_until_explained(
+    http: httpx.AsyncClient, admin: Any, make_token: MakeToken, dev_server_env: WorkflowEnvironment
+) -> None:
+    cycle, months = await executing.executing_cycle(http, admin, dev_server_env.client, ["C1"], 2)
+    base = f"/cycles/{cycle}/plans/C1"
+    owner = (await http.get(base, headers=admin)).json()["authors"][0]  # revenue deviations are the author's
+    erp = await make_token("erp", Role.INTEGRATION)
+    off_track = {"measure": "revenue", "month": months[0], "value": "1", "currency": "EUR", "source": "erp"}
+    assert (await http.post(f"{base}/commands/RecordActual", json=off_track, headers=erp)).is_success
+    waiting = await poll(
+        http, f"/cycles/{cycle}/plans", admin, lambda page: page["total"] == 1, params={"waiting_on": owner}
+    )
+    assert waiting["plans"][0]["waiting_for"] == ["explanation"]
+    as_owner = await make_token(owner, Role.PLANNER)
+    explained = await http.post(
+        f"{base}/commands/ExplainDeviation",
+        json={"deviation_id": "D1", "explanation": "the ERP posted a partial month"},
+        headers=as_owner,
+    )
+    assert explained.status_code == 200, explained.text
+    await poll(
+        http, f"/cycles/{cycle}/plans", as_owner, lambda page: page["total"] == 0, params={"waiting_on": "me"}
+    )
+    nosy = await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": owner}, headers=erp)
+    assert nosy.status_code == 403 and "for another person" in nosy.json()["message"]
