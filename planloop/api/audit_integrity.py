@@ -30,13 +30,14 @@ from planloop.audit.checkpoints import (
     break_json,
     describe_break,
 )
+from planloop.audit.extension import export_extension
 from planloop.audit.keys import SigningKeyError, fingerprint, public_pem
 from planloop.logging import get_logger
 from workflows import plan_id
 
 from .auth import Principal, Role, authenticated
 from .background import TRY_LOCK, UNLOCK, _lock_connection, keep_running
-from .errors import ERROR_RESPONSES, NOT_FOUND, PLAN_NOT_FOUND, ApiError
+from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, PLAN_NOT_FOUND, ApiError
 from .idempotency import Answer, IdempotencyKey, once
 
 log = get_logger(__name__)
@@ -323,6 +324,45 @@ async def get_checkpoint(
             404, NOT_FOUND, f"there is no checkpoint {sequence}; GET /audit/checkpoints lists them"
         )
     return _document(found)
+
+
+@router.get(
+    "/checkpoints/{sequence}/extension",
+    response_class=Response,
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "The extension, JSON Lines."}},
+)
+async def checkpoint_extension(
+    request: Request,
+    sequence: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    principal: Annotated[Principal, Depends(authenticated)],
+    to: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="The later checkpoint (default: the latest).")
+    ] = None,
+) -> Response:
+    """What an auditor needs to prove, on their own machine, that checkpoint ``to`` extends checkpoint
+    ``sequence``: the stream heads behind both, the later checkpoint, and every event appended between
+    them (`planloop audit consistency KEPT --trusted-key ...` checks it; auditors)."""
+    principal.require_role([Role.AUDITOR], "proving the store's history against a checkpoint")
+    principal.require_company_wide("proving the store's history against a checkpoint")
+    checkpoints = checkpoints_of(request.app)
+    try:
+        kept = await checkpoints.get(sequence)
+        later = await (checkpoints.get(to) if to is not None else checkpoints.latest())
+        if kept is None or later is None:
+            missing = sequence if kept is None else to
+            raise ApiError(
+                404, NOT_FOUND, f"there is no checkpoint {missing}; GET /audit/checkpoints lists them"
+            )
+        if later.sequence < kept.sequence:
+            raise ApiError(
+                422,
+                INVALID_REQUEST,
+                f"checkpoint {later.sequence} is older than {kept.sequence}; pass a later one as to=",
+            )
+        text = await export_extension(checkpoints, kept, later)
+    except CheckpointError as exc:
+        raise _altered(exc) from None
+    return Response(text, media_type="application/x-ndjson")
 
 
 @router.get("/public-key", response_model=PublicKey)

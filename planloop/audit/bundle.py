@@ -159,7 +159,8 @@ class Bundle:
         return str(self.header["stream_id"])
 
 
-def _event(record: dict[str, Any], number: int) -> ChainEvent:
+def parse_event(record: dict[str, Any]) -> ChainEvent:
+    """An event record (of a bundle or an extension document) as a ChainEvent; ValueError if malformed."""
     try:
         return ChainEvent(
             stream_id=str(record["stream_id"]),
@@ -221,7 +222,7 @@ def read_bundle(raw: bytes) -> Bundle:
             if kind == "seal":
                 continue  # checked above, over the bytes
             if kind == "event":
-                bundle.events.append(_event(record, number))
+                bundle.events.append(parse_event(record))
                 bundle.event_lines.append(number)
             elif kind == "checkpoint":
                 bundle.checkpoint = SignedCheckpoint.from_document(record.get("document"))

@@ -62,6 +62,16 @@ def _request(api_url: str | None, token: str | None, method: str, path: str, **k
         return call(client, method, path, **kwargs)
 
 
+def _raw(api_url: str | None, token: str | None, path: str, **kwargs: Any) -> bytes:
+    """The bytes of a JSON Lines answer (a bundle, an extension), with `call`'s error handling."""
+    answers: list[httpx.Response] = []
+    with api_client(api_url, token, timeout=SLOW) as client:
+        # `call` does not parse JSON Lines; a hook keeps the raw answer for us.
+        client.event_hooks["response"] = [answers.append]
+        call(client, "GET", path, **kwargs)
+    return answers[-1].content
+
+
 def _say(markup: str, **values: object) -> None:
     """A line of ``markup`` with ``values`` (data from an answer or a bundle) escaped into its
     {placeholders}."""
@@ -218,22 +228,98 @@ def list_checkpoints(
 @user_errors
 def consistency(
     checkpoint_file: Annotated[Path, typer.Argument(help="A checkpoint document you kept (--save).")],
+    trusted_key: Annotated[
+        str | None,
+        typer.Option(
+            "--trusted-key", help="The signer's public key (PEM file) or fingerprint (ed25519:...) you trust."
+        ),
+    ] = None,
+    later: Annotated[
+        int | None, typer.Option("--to", help="Prove up to this checkpoint (default: the latest).")
+    ] = None,
+    by_server: Annotated[
+        bool,
+        typer.Option(
+            "--by-server",
+            help="Let the server check instead: it also re-walks every stream's whole chain, but you trust "
+            "its verdict.",
+        ),
+    ] = False,
     api_url: ApiUrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Prove the store's history since a kept checkpoint was only appended to, or name what was rewritten."""
+    """Prove, on this machine, that the store's history since a kept checkpoint was only appended to: the
+    later checkpoint's signed heads extend the kept one's, every appended event re-hashed here. Exit 0 when
+    proved with --trusted-key, 3 when it holds but no key was given to trust, 2 when it does not hold."""
     try:
         document = json.loads(checkpoint_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise PlanloopError(f"cannot read the checkpoint {checkpoint_file} ({exc})") from None
+    if by_server:
+        _server_consistency(api_url, token, document, as_json)
+        return
+    from planloop.audit.checkpoints import CheckpointError, SignedCheckpoint
+    from planloop.audit.extension import PROVED, SELF_CONSISTENT, prove_extension, read_extension
+
+    try:
+        kept = SignedCheckpoint.from_document(document)
+    except CheckpointError as exc:
+        raise PlanloopError(f"{checkpoint_file} is not a checkpoint document ({exc})") from None
+    params = {"to": later} if later is not None else {}
+    raw = _raw(api_url, token, f"/audit/checkpoints/{kept.sequence}/extension", params=params)
+    try:
+        extension = read_extension(raw)
+    except CheckpointError as exc:
+        raise PlanloopError(f"the server's answer cannot be read: {exc}") from None
+    report = prove_extension(kept, extension, _trusted(trusted_key))
+    if as_json:
+        print_json(report.as_json())
+    else:
+        _print_extension(report)
+    if report.verdict != PROVED:
+        raise typer.Exit(3 if report.verdict == SELF_CONSISTENT else 2)
+
+
+def _print_extension(report: Any) -> None:
+    from planloop.audit.extension import PROVED, SELF_CONSISTENT
+
+    if report.verdict in (PROVED, SELF_CONSISTENT):
+        head = "[green]PROVED[/]" if report.verdict == PROVED else "[yellow]HOLDS, SIGNER NOT CHECKED[/]"
+        _say(
+            head + ": checkpoint {later} extends the kept checkpoint {kept}: its {streams} streams were only "
+            "appended to ({grown} grew, {new} new, {events} events appended, each re-hashed here)",
+            later=report.later_sequence,
+            kept=report.kept_sequence,
+            streams=report.streams_kept,
+            grown=report.streams_grown,
+            new=report.streams_new,
+            events=report.events_appended,
+        )
+        _say("  signing key: {key}", key=report.key_id)
+        if report.verdict == SELF_CONSISTENT:
+            _say(
+                "  [yellow]key not checked[/]: the signatures were checked with the server's own key; "
+                "compare the fingerprint above with the one you trust, or pass --trusted-key"
+            )
+        return
+    _say(
+        "[red]FAILED[/]: checkpoint {later} does not prove the kept checkpoint {kept} was only appended to",
+        later=report.later_sequence,
+        kept=report.kept_sequence,
+    )
+    for problem in report.problems:
+        _say("  [red]problem[/]: {problem}", problem=problem)
+
+
+def _server_consistency(api_url: str | None, token: str | None, document: Any, as_json: bool) -> None:
     report = _request(api_url, token, "POST", "/audit/checkpoints/consistency", json=document)
     if as_json:
         print_json(report)
     elif report["ok"]:
         _say(
             "[green]ok[/]: the store extends checkpoint {sequence} (latest: {latest}); {streams} streams, "
-            "{events} events verified; only appended to since",
+            "{events} events verified; only appended to since (the server's verdict)",
             sequence=report["sequence"],
             latest=report["latest_sequence"],
             streams=report["streams_checked"],
@@ -270,12 +356,7 @@ def export(
     token: TokenOption = None,
 ) -> None:
     """Export a plan's history as a self-contained bundle that `planloop audit verify` checks offline."""
-    answers: list[httpx.Response] = []
-    with api_client(api_url, token, timeout=SLOW) as client:
-        # The bundle is JSON Lines, which `call` does not parse; a hook keeps the raw answer for us.
-        client.event_hooks["response"] = [answers.append]
-        call(client, "GET", f"/audit/cycles/{cycle_id}/plans/{unit_id}/bundle")
-    content = answers[-1].content
+    content = _raw(api_url, token, f"/audit/cycles/{cycle_id}/plans/{unit_id}/bundle")
     try:
         output.write_bytes(content)
     except OSError as exc:

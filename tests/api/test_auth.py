@@ -158,6 +158,13 @@ MATRIX: list[Row] = [
     Row("GET", "/audit/checkpoints", EVERY_ROLE),
     Row("GET", "/audit/checkpoints/latest", EVERY_ROLE),
     Row("GET", "/audit/checkpoints/{sequence}", EVERY_ROLE, "/audit/checkpoints/999999"),
+    Row(
+        "GET",
+        "/audit/checkpoints/{sequence}/extension",
+        frozenset({R.AUDITOR}),
+        "/audit/checkpoints/999999/extension",
+        company_wide=True,
+    ),
     Row("GET", "/audit/public-key", EVERY_ROLE),
     Row("POST", "/audit/checkpoints", ADMIN_ONLY),
     Row(

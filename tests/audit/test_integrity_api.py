@@ -18,6 +18,7 @@ from eventstore import EventStore
 from planloop.api.auth import Role
 from planloop.audit.integrity_cli import integrity_app
 from tests.api.conftest import MakeToken, cycle_definition, unique_cycle, wait_for_plans
+from tests.api.test_plans import draft
 from tests.audit.test_checkpoints import append
 from tests.audit.test_tamper import as_dba, rewrite_consistently
 from tests.workflows import scenario
@@ -142,16 +143,28 @@ async def test_the_cli_verifies_keeps_a_checkpoint_checks_it_and_exports(
     assert published.exit_code == 0 and "published checkpoint 1" in published.output, published.output
     listed = await cli("checkpoints")
     assert listed.exit_code == 0 and "Signed checkpoints" in listed.output
-    checked = await cli("consistency", str(kept))
+    async with httpx.AsyncClient(base_url=live_api) as http:
+        key_id = (await http.get("/audit/public-key", headers=headers)).json()["key_id"]
+        # The plans move on after the kept checkpoint, and the next checkpoint covers that.
+        author = await make_token("de-mgr", Role.PLANNER)
+        revised = await http.post(
+            f"/cycles/{cycle}/plans/DE/commands/ReviseStrategy", json=draft(cycle, "DE"), headers=author
+        )
+        assert revised.status_code == 200, revised.text
+    assert (await cli("checkpoint")).exit_code == 0
+    proved = await cli("consistency", str(kept), "--trusted-key", key_id)
+    assert proved.exit_code == 0 and proved.output.startswith("PROVED: checkpoint 2 extends"), proved.output
+    assert "1 grew" in proved.output and "each re-hashed here" in proved.output
+    unpinned_proof = await cli("consistency", str(kept), "--json")
+    assert unpinned_proof.exit_code == 3 and json.loads(unpinned_proof.output)["verdict"] == "self-consistent"
+    checked = await cli("consistency", str(kept), "--by-server")
     assert checked.exit_code == 0 and "the store extends checkpoint 1" in checked.output, checked.output
     bundle = tmp_path / "de.jsonl"
     exported = await cli("export", cycle, "DE", "-o", str(bundle))
     assert exported.exit_code == 0 and bundle.read_bytes().startswith(b'{"record":"header"')
     unpinned = await asyncio.to_thread(runner.invoke, integrity_app, ["verify", str(bundle)])
-    assert unpinned.exit_code == 3 and "checkpoint 1" in unpinned.output, unpinned.output
+    assert unpinned.exit_code == 3 and "checkpoint 2" in unpinned.output, unpinned.output
     assert "SELF-CONSISTENT, SIGNER NOT CHECKED" in unpinned.output
-    async with httpx.AsyncClient(base_url=live_api) as http:
-        key_id = (await http.get("/audit/public-key", headers=headers)).json()["key_id"]
     verified = await asyncio.to_thread(
         runner.invoke, integrity_app, ["verify", str(bundle), "--trusted-key", key_id]
     )

@@ -22,6 +22,15 @@ from eventstore import ANY, EventStore, jsoncodec
 from eventstore.types import ChainBreak
 from planloop.audit import keys
 from planloop.audit.checkpoints import CheckpointRefused, Checkpoints, ConsistencyReport, SignedCheckpoint
+from planloop.audit.extension import (
+    FAILED,
+    PROVED,
+    SELF_CONSISTENT,
+    ExtensionReport,
+    export_extension,
+    prove_extension,
+    read_extension,
+)
 from planloop.audit.proofs import StreamHead, merkle_root
 from tests.audit.test_checkpoints import append, event
 
@@ -369,3 +378,66 @@ async def test_a_tampered_checkpoint_row_is_reported_not_raised(scene: Scene) ->
     assert "one of versions 1 to 2" in rewrite.reason
     with pytest.raises(CheckpointRefused, match="the stored checkpoint 3 cannot be read"):
         await scene.checkpoints.publish()
+
+
+# -- the auditor's own proof (planloop/audit/extension.py): the same edits, checked off the server -----------
+
+
+async def prove(scene: Scene, trusted: object = "key", raw: bytes | None = None) -> ExtensionReport:
+    """What `planloop audit consistency KEPT --trusted-key ...` finds: the server's extension document from
+    the kept checkpoint to the latest, proved against the auditor's own copy of the kept checkpoint."""
+    if raw is None:
+        latest = await scene.checkpoints.latest()
+        assert latest is not None
+        raw = (await export_extension(scene.checkpoints, scene.kept, latest)).encode()
+    key = scene.checkpoints.public_key if trusted == "key" else trusted
+    return prove_extension(scene.kept, read_extension(raw), key)  # type: ignore[arg-type]
+
+
+async def test_the_auditor_proves_an_untouched_store_extends_the_kept_checkpoint(scene: Scene) -> None:
+    report = await prove(scene)
+    assert report.verdict == PROVED, report.as_json()
+    assert (report.later_sequence, report.streams_kept, report.streams_grown, report.events_appended) == (
+        3,
+        2,
+        1,
+        3,
+    )
+    assert (await prove(scene, trusted=scene.checkpoints.key_id)).verdict == PROVED
+    assert (await prove(scene, trusted=None)).verdict == SELF_CONSISTENT
+    stranger = await prove(scene, trusted="ed25519:" + "0" * 64)
+    assert stranger.verdict == FAILED and "not by the trusted key" in stranger.problems[0]
+
+
+async def test_the_auditor_catches_a_consistent_rewrite_after_and_before_the_kept_checkpoint(
+    scene: Scene,
+) -> None:
+    await rewrite_consistently(scene.dba, 3, {"actor": "mallory"})
+    report = await prove(scene)
+    assert report.verdict == FAILED and len(report.problems) == 1, report.problems
+    assert report.problems[0].startswith(f"stream {PLAN}: the events after the kept version 2 hash to")
+    assert "rewritten after it was signed" in report.problems[0]
+
+    await rewrite_consistently(scene.dba, 1, {"actor": "mallory"})
+    [problem] = (await prove(scene)).problems
+    assert (
+        f"stream {PLAN}: the events after the kept version 2 do not continue its chain: version 3" in problem
+    )
+
+
+async def test_the_auditor_catches_a_server_that_hides_or_changes_what_it_sends(scene: Scene) -> None:
+    latest = await scene.checkpoints.latest()
+    assert latest is not None
+    lines = (await export_extension(scene.checkpoints, scene.kept, latest)).splitlines(keepends=True)
+    heads = [n for n, line in enumerate(lines) if '"record":"head"' in line and '"of":1' in line]
+    without_a_head = "".join(line for n, line in enumerate(lines) if n != heads[0]).encode()
+    hidden = await prove(scene, raw=without_a_head)
+    assert hidden.verdict == FAILED and "do not give its signed root" in hidden.problems[0]
+    events = [n for n, line in enumerate(lines) if '"record":"event"' in line]
+    without_an_event = "".join(line for n, line in enumerate(lines) if n != events[0]).encode()
+    [problem] = (await prove(scene, raw=without_an_event)).problems
+    assert f"stream {PLAN}: the events after the kept version 2 do not continue its chain" in problem
+    # Removed events: the store's head went back below what the kept checkpoint recorded.
+    await as_dba(scene.dba, ("DELETE FROM events WHERE stream_id = $1 AND version > 2", (PLAN,)))
+    [problem] = (await prove(scene)).problems
+    assert problem.startswith(f"stream {PLAN}: the events sent end at version 2")
