@@ -196,6 +196,7 @@ ANSWERS: list[tuple[str, str, Any]] = [
                 "programs_added": [MARK],
                 "programs_dropped": [],
             },
+            "changes": [{"field": MARK, "before": MARK, "after": MARK, "added": [], "removed": []}],
         },
     ),
     (
@@ -240,6 +241,17 @@ ANSWERS: list[tuple[str, str, Any]] = [
                 "revision": {"number": 1, "author": MARK, "at": AT, "reason": MARK, "content_hash": "abc"},
                 "signed_off_revision": None,
                 "current_gate": None,
+            },
+            "state": {
+                "decisions": [],
+                "csfs": [{"csf_id": MARK, "owner": MARK}],
+                "actuals": [{"month": MARK}],
+                "deviations": [
+                    {"deviation_id": MARK, "measure": MARK, "month": MARK, "owner": MARK, "explanation": MARK}
+                ],
+                "reviews": [{"quarter": 1}],
+                "score": None,
+                "lessons": [],
             },
         },
     ),
