@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
 from fastapi import Request
@@ -145,6 +146,28 @@ async def revoke_tokens(pool: asyncpg.Pool | asyncpg.Connection, principal: str)
     """Revoke every live token of ``principal``; return how many."""
     status = await pool.execute(_REVOKE, principal)
     return int(status.split()[-1])
+
+
+_LIST = """
+SELECT principal, display_name, roles, scopes, created_at, revoked_at
+FROM api_tokens
+WHERE $1 OR revoked_at IS NULL
+ORDER BY principal, created_at
+"""
+
+
+async def list_tokens(
+    pool: asyncpg.Pool | asyncpg.Connection, include_revoked: bool = False
+) -> list[dict[str, Any]]:
+    """Every token's principal, name, roles, scopes and times (JSON-able); never a hash."""
+    return [
+        {
+            **dict(row),
+            "created_at": row["created_at"].isoformat(),
+            "revoked_at": row["revoked_at"].isoformat() if row["revoked_at"] else None,
+        }
+        for row in await pool.fetch(_LIST, include_revoked)
+    ]
 
 
 async def find_principal(pool: asyncpg.Pool, token: str) -> Principal | None:

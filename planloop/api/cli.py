@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -34,8 +35,10 @@ from .cli_client import (
     user_errors,
 )
 
+T = TypeVar("T")
+
 token_app = typer.Typer(
-    help="API tokens: create and revoke (directly in the database).", no_args_is_help=True
+    help="API tokens: create, list and revoke (directly in the database).", no_args_is_help=True
 )
 cycle_app = typer.Typer(help="Planning cycles, through the HTTP API.", no_args_is_help=True)
 plan_app = typer.Typer(
@@ -128,22 +131,63 @@ def create_token_command(
 def revoke_token_command(
     principal: Annotated[str, typer.Option("--principal", help="Revoke every token of this principal.")],
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder of `planloop up`.")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Revoke every live token of a principal."""
     from planloop.api.auth import revoke_tokens
 
+    revoked = _on_database(data_dir, lambda conn: revoke_tokens(conn, principal))
+    if as_json:
+        print_json({"principal": principal, "revoked": revoked})
+        return
+    out.print(f"revoked {revoked} token(s) of {escape(principal)}")
+
+
+@token_app.command("list")
+@user_errors
+def list_tokens_command(
+    revoked: Annotated[bool, typer.Option("--revoked", help="Also list revoked tokens.")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder of `planloop up`.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The API tokens: whose, with which roles and scopes, made when (never the tokens themselves: only
+    their hashes are stored)."""
+    from planloop.api.auth import list_tokens
+
+    tokens = _on_database(data_dir, lambda conn: list_tokens(conn, include_revoked=revoked))
+    if as_json:
+        print_json(tokens)
+        return
+    table = Table(title=f"{len(tokens)} token(s)")
+    for column in ("principal", "name", "roles", "scopes", "created", *(("revoked",) if revoked else ())):
+        table.add_column(column)
+    for t in tokens:
+        add_data_row(
+            table,
+            t["principal"],
+            t["display_name"] or "-",
+            ", ".join(t["roles"]),
+            ", ".join(t["scopes"]) or "whole company",
+            short_time(t["created_at"]),
+            *((short_time(t["revoked_at"]) if t["revoked_at"] else "-",) if revoked else ()),
+        )
+    out.print(table)
+
+
+def _on_database(data_dir: Path | None, action: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``action(connection)`` on planloop's database (PLANLOOP_DATABASE_URL or `planloop up`'s)."""
     dsn = database_of(load_settings(data_dir=data_dir))
 
-    async def revoke() -> int:
+    async def run() -> T:
         import asyncpg
 
         conn = await asyncpg.connect(dsn)
         try:
-            return await revoke_tokens(conn, principal)
+            return await action(conn)
         finally:
             await conn.close()
 
-    out.print(f"revoked {asyncio.run(revoke())} token(s) of {escape(principal)}")
+    return asyncio.run(run())
 
 
 # -- the API's client --------------------------------------------------------------------------------------

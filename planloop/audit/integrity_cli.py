@@ -224,6 +224,30 @@ def list_checkpoints(
         out.print(Text(f"kept checkpoint {sequence} in {save}"))
 
 
+@integrity_app.command("public-key")
+@user_errors
+def public_key(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the PEM here (for --trusted-key).")
+    ] = None,
+    api_url: ApiUrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The key that signs checkpoints: its fingerprint and PEM, as this server says. Compare the fingerprint
+    with one you got out of band before you trust it."""
+    key = _request(api_url, token, "GET", "/audit/public-key")
+    if output is not None:
+        _write(output, key["pem"])
+    if as_json:
+        print_json(key)
+        return
+    _say("signing key: {key}", key=key["key_id"])
+    out.print(Text(key["pem"].rstrip("\n")))
+    if output is not None:
+        _say("wrote {path}", path=output)
+
+
 @integrity_app.command("consistency")
 @user_errors
 def consistency(

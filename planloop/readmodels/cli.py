@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from eventstore import EventStore
@@ -66,21 +69,51 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of tables.")]
+
+
 @app.command("rebuild")
-def rebuild_command(names: NamesArgument = None, data_dir: DataDirOption = None) -> None:
-    """Empty read models and replay every event into them."""
-    from planloop.readmodels.registry import rebuild
+def rebuild_command(
+    names: NamesArgument = None, data_dir: DataDirOption = None, as_json: JsonOption = False
+) -> None:
+    """Empty read models and replay every event into them, with a progress bar per read model."""
+    from planloop.readmodels.registry import projections, rebuild
 
     try:
-        applied = _with_store(lambda store: rebuild(store, names), data_dir)
+        chosen = [p.name for p in projections(names)]
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+    async def run(store: EventStore) -> dict[str, int]:
+        total = await store.pool.fetchval("SELECT count(*) FROM events")
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json,
+        ) as progress:
+            tasks = {name: progress.add_task(name, total=total) for name in chosen}
+            return await rebuild(
+                store, names, on_batch=lambda name, read: progress.advance(tasks[name], read)
+            )
+
+    try:
+        applied = _with_store(run, data_dir)
     except (ConfigurationError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(applied) + "\n")
+        return
     for name, count in applied.items():
         out.print(f"{name}: rebuilt from {count} events")
 
 
 @app.command("status")
-def status_command(names: NamesArgument = None, data_dir: DataDirOption = None) -> None:
+def status_command(
+    names: NamesArgument = None, data_dir: DataDirOption = None, as_json: JsonOption = False
+) -> None:
     """Each read model's checkpoint and whether it has caught up with the event store."""
     from planloop.readmodels.registry import statuses
 
@@ -88,6 +121,18 @@ def status_command(names: NamesArgument = None, data_dir: DataDirOption = None) 
         found = _with_store(lambda store: statuses(store, names), data_dir)
     except (ConfigurationError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    if as_json:
+        shown = [
+            {
+                "name": s.name,
+                "checkpoint": s.cursor,
+                "updated_at": s.updated_at.isoformat() if s.updated_at else None,
+                "caught_up": s.caught_up,
+            }
+            for s in found
+        ]
+        sys.stdout.write(json.dumps(shown) + "\n")
+        return
     table = Table("read model", "checkpoint", "updated", "caught up")
     for s in found:
         table.add_row(s.name, s.cursor, str(s.updated_at or "never"), "yes" if s.caught_up else "no")

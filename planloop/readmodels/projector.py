@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Final
@@ -123,12 +123,20 @@ async def run_batch(store: EventStore, projection: Projection, batch_size: int =
     return BatchResult(len(page.events), applied, page.cursor)
 
 
-async def catch_up(store: EventStore, projection: Projection, batch_size: int = 500) -> int:
-    """Apply batches until the feed has nothing more for the projection; return the events handled."""
+async def catch_up(
+    store: EventStore,
+    projection: Projection,
+    batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Apply batches until the feed has nothing more for the projection; return the events handled.
+    ``on_batch`` hears how many events each batch read (a progress bar)."""
     total = 0
     while True:
         result = await run_batch(store, projection, batch_size)
         total += result.applied
+        if on_batch is not None:
+            on_batch(result.read)
         if result.read < batch_size and not result.moved:
             return total
 

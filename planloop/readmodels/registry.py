@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from eventstore import EventStore
 from planloop.readmodels.figures import PlanFiguresProjection
@@ -30,18 +31,23 @@ def projections(names: Sequence[str] | None = None) -> list[Projection]:
 
 
 async def rebuild(
-    store: EventStore, names: Sequence[str] | None = None, batch_size: int = 500
+    store: EventStore,
+    names: Sequence[str] | None = None,
+    batch_size: int = 500,
+    on_batch: Callable[[str, int], None] | None = None,
 ) -> dict[str, int]:
     """Empty the named read models (all by default) and replay the whole feed into them.
 
     Each model is reset in one short transaction and then caught up batch by batch: one long
     transaction would hold back every feed reader until it ends. Readers see the model fill up
-    again meanwhile. Returns the events each model applied.
+    again meanwhile. Returns the events each model applied; ``on_batch(model, events read)`` hears
+    each batch.
     """
     applied: dict[str, int] = {}
     for projection in projections(names):
         await reset(store, projection)
-        applied[projection.name] = await catch_up(store, projection, batch_size)
+        hear = None if on_batch is None else partial(on_batch, projection.name)
+        applied[projection.name] = await catch_up(store, projection, batch_size, hear)
     return applied
 
 

@@ -45,6 +45,20 @@ async def test_token_create_makes_the_first_admin_token(database_url: str, store
     )
     assert code == 1 and "unknown role 'boss'" in output
 
+    # Listed without the token or its hash; revoked ones only when asked for.
+    code, output = await asyncio.to_thread(planloop, "token", "list", "--json", env=env)
+    [listed] = last_json(output)
+    assert (listed["principal"], listed["roles"], listed["revoked_at"]) == ("ops", ["admin"], None)
+    assert made["token"] not in output and stored["token_hash"] not in output
+    code, output = await asyncio.to_thread(
+        planloop, "token", "revoke", "--principal", "ops", "--json", env=env
+    )
+    assert code == 0 and last_json(output) == {"principal": "ops", "revoked": 1}
+    code, output = await asyncio.to_thread(planloop, "token", "list", "--json", env=env)
+    assert last_json(output) == []
+    code, output = await asyncio.to_thread(planloop, "token", "list", "--revoked", env=env)
+    assert code == 0 and "ops" in output and "whole company" in output, output
+
 
 async def test_cycle_open_plan_command_and_show_through_the_api(
     live_api: str, store: EventStore, database_url: str, tmp_path: Path

@@ -152,6 +152,12 @@ async def test_the_cli_verifies_keeps_a_checkpoint_checks_it_and_exports(
         )
         assert revised.status_code == 200, revised.text
     assert (await cli("checkpoint")).exit_code == 0
+    pem = tmp_path / "signer.pem"
+    shown_key = await cli("public-key", "-o", str(pem))
+    assert shown_key.exit_code == 0 and f"signing key: {key_id}" in shown_key.output, shown_key.output
+    assert pem.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    proved = await cli("consistency", str(kept), "--trusted-key", str(pem))
+    assert proved.exit_code == 0, proved.output
     proved = await cli("consistency", str(kept), "--trusted-key", key_id)
     assert proved.exit_code == 0 and proved.output.startswith("PROVED: checkpoint 2 extends"), proved.output
     assert "1 grew" in proved.output and "each re-hashed here" in proved.output

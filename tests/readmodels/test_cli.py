@@ -6,6 +6,7 @@ Run in a child process: the commands call asyncio.run, which must not share the 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 
@@ -40,6 +41,15 @@ async def test_rebuild_and_status_commands(store: EventStore, database_url: str)
     code, output = await readmodels(database_url, "status")
     assert code == 0, output
     assert "plan_list" in output and "approval_inbox" in output
+
+    # For scripts: one line of JSON each, no progress bar in the way.
+    code, output = await readmodels(database_url, "rebuild", "plan_list", "--json")
+    assert code == 0 and json.loads(output) == {"plan_list": 2}, output
+    code, output = await readmodels(database_url, "status", "plan_list", "--json")
+    [shown] = json.loads(output)
+    assert (shown["name"], shown["caught_up"]) == ("plan_list", True) and shown["updated_at"], output
+    code, output = await readmodels(database_url, "rebuild", "nope")
+    assert code == 1 and "no read model called 'nope'" in output
 
 
 def test_an_unknown_read_model_is_named_with_the_known_ones() -> None:
