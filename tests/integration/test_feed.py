@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI, Header, HTTPException
@@ -12,6 +13,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from eventstore import EventStore, InvalidEventError
 from planloop.integration import FeedNotifier, events_router, read_feed
 from tests.domain.factory import drafted
+from tests.eventstore.test_read import begin_append
 from tests.readmodels.plans import PlanWriter
 
 
@@ -116,3 +118,29 @@ async def test_the_router_serves_the_feed_behind_the_apps_auth(store: EventStore
         assert bad.status_code == 400 and "cursor 'nonsense' is not valid" in bad.json()["message"]
         too_long = await client.get("/events", params={"wait": 31}, headers=auth)
         assert too_long.status_code == 422
+
+
+async def test_over_http_a_late_commit_is_served_before_what_committed_after_it(
+    store: EventStore, database_url: str
+) -> None:
+    """GET /events, not only the store: an event whose transaction took its position first but commits
+    last is never skipped by a reader that came by in between."""
+    app = FastAPI()
+    app.state.store = store
+    app.include_router(events_router(dependencies=[Depends(require_token)]))
+    auth = {"Authorization": "Bearer feed-reader"}
+    slow = await asyncpg.connect(database_url)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://planloop"
+    ) as client:
+        try:
+            await begin_append(slow, "plan:FY2027:SLOW")
+            await PlanWriter(store, drafted(), stream="plan:FY2027:FAST").flush()
+            held = (await client.get("/events", headers=auth)).json()
+            assert held["events"] == [], "the feed served events past a transaction still in flight"
+            await slow.execute("COMMIT")
+        finally:
+            await slow.close()
+        after = {"after": held["next_cursor"]} if held["next_cursor"] else {}
+        served = (await client.get("/events", params=after, headers=auth)).json()
+    assert [e["stream_id"] for e in served["events"]] == ["plan:FY2027:SLOW"] + ["plan:FY2027:FAST"] * 2
