@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from domain import DomainError, PlanState, decode_event, evolve
 from eventstore import jsoncodec
-from eventstore.types import ChainBreak
+from eventstore.types import ChainBreak, RecordedEvent
 from planloop.errors import PlanloopError
 from workflows.plan import plan_id
 
@@ -63,6 +63,24 @@ class BundleError(PlanloopError):
 
 def _line(record: dict[str, Any]) -> str:
     return jsoncodec.dumps(record) + "\n"
+
+
+def event_record(e: RecordedEvent) -> dict[str, Any]:
+    """A stored event with every field its chain link covers, as a bundle (or an extension) carries it."""
+    return {
+        "record": "event",
+        "position": e.position,
+        "stream_id": e.stream_id,
+        "version": e.version,
+        "event_id": str(e.event_id),
+        "type": e.type,
+        "schema_version": e.schema_version,
+        "data": e.data,
+        "metadata": e.metadata,
+        "recorded_at": jsoncodec.utc_stamp(e.recorded_at),
+        "prev_hash": e.prev_hash,
+        "hash": e.hash,
+    }
 
 
 async def export_bundle(
@@ -101,25 +119,7 @@ async def export_bundle(
             }
         )
     ]
-    for e in events:
-        lines.append(
-            _line(
-                {
-                    "record": "event",
-                    "position": e.position,
-                    "stream_id": e.stream_id,
-                    "version": e.version,
-                    "event_id": str(e.event_id),
-                    "type": e.type,
-                    "schema_version": e.schema_version,
-                    "data": e.data,
-                    "metadata": e.metadata,
-                    "recorded_at": jsoncodec.utc_stamp(e.recorded_at),
-                    "prev_hash": e.prev_hash,
-                    "hash": e.hash,
-                }
-            )
-        )
+    lines += [_line(event_record(e)) for e in events]
     if latest is not None:
         lines.append(
             _line(

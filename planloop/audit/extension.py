@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventstore import jsoncodec
 
 from . import keys
+from .bundle import event_record, parse_event  # a bundle's event records have the same shape
 from .checkpoints import CheckpointError, Checkpoints, SignedCheckpoint
 from .proofs import ChainEvent, StreamHead, first_break, merkle_root
 
@@ -71,29 +72,12 @@ async def export_extension(checkpoints: Checkpoints, kept: SignedCheckpoint, lat
             events = await checkpoints.store.read_stream(
                 head.stream_id, after_version=after, up_to_version=head.version
             )
-            lines += [_event(e) for e in events]
+            lines += [event_record(e) for e in events]
     return "".join(jsoncodec.dumps(line) + "\n" for line in lines)
 
 
 def _head(head: StreamHead) -> dict[str, Any]:
     return {"stream_id": head.stream_id, "version": head.version, "head_hash": head.head_hash}
-
-
-def _event(e: Any) -> dict[str, Any]:
-    return {
-        "record": "event",
-        "position": e.position,
-        "stream_id": e.stream_id,
-        "version": e.version,
-        "event_id": str(e.event_id),
-        "type": e.type,
-        "schema_version": e.schema_version,
-        "data": e.data,
-        "metadata": e.metadata,
-        "recorded_at": jsoncodec.utc_stamp(e.recorded_at),
-        "prev_hash": e.prev_hash,
-        "hash": e.hash,
-    }
 
 
 # -- the auditor's side: reading and proving --------------------------------------------------------------
@@ -113,7 +97,6 @@ class Extension:
 
 def read_extension(raw: bytes) -> Extension:
     """Parse an extension document; a CheckpointError says what is malformed."""
-    from .bundle import parse_event  # the bundle's event records have the same shape
 
     try:
         records = [jsoncodec.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
