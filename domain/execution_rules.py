@@ -295,9 +295,15 @@ def _record_actuals(state: PlanState, c: cmd.RecordActuals) -> list[Event]:
             else:
                 events = _record_actual(state, cmd.RecordActual(**fields))
         except DomainError as err:
+            message = err.message
+            if err.code == ErrorCode.ACTUAL_EXISTS:
+                message = (
+                    f"{actual.measure} for {actual.month} is already recorded; to correct it, mark this "
+                    "actual as a correction and give a reason"
+                )
             raise DomainError(
                 err.code,
-                f"actual {number} of {len(c.actuals)} ({actual.measure} for {actual.month}): {err.message}; "
+                f"actual {number} of {len(c.actuals)} ({actual.measure} for {actual.month}): {message}; "
                 "none of the command's actuals were recorded",
             ) from None
         # The next actual is decided on the plan as this one leaves it (entry and deviation ids count on).

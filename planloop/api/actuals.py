@@ -44,6 +44,7 @@ from pydantic import BaseModel, ValidationError
 from domain import DomainError, PlanState, decide, decode_event, evolve, replay
 from domain.commands import MAX_ACTUALS_PER_COMMAND, CorrectActual, MonthlyActual, RecordActual, RecordActuals
 from domain.cycle import CycleState
+from domain.errors import ErrorCode
 from workflows import plan_id
 
 from .auth import Principal, Role, authenticated
@@ -462,7 +463,13 @@ class ActualsImport:
             try:
                 events = decide(state, command)
             except DomainError as err:
-                errors.append(self._error(row, str(err.code), err.message))
+                message = err.message
+                if err.code == ErrorCode.ACTUAL_EXISTS:  # the row's own way to correct, not the command's
+                    message = (
+                        f"{row.measure} for {row.month} is already recorded; to correct it, set the row's "
+                        "correction to true and give a reason"
+                    )
+                errors.append(self._error(row, str(err.code), message))
                 continue
             for event in events:
                 state = evolve(state, event)

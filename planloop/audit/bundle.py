@@ -41,7 +41,7 @@ from planloop.errors import PlanloopError
 from workflows.plan import plan_id
 
 from . import keys
-from .checkpoints import CheckpointError, Checkpoints, SignedCheckpoint
+from .checkpoints import CheckpointError, CheckpointRefused, Checkpoints, SignedCheckpoint
 from .proofs import ChainEvent, StreamHead, first_break, verify_inclusion
 
 FORMAT: Final = "planloop-audit-bundle"
@@ -102,8 +102,13 @@ async def export_bundle(
     if publish and (
         inclusion is None or inclusion.head.version < await checkpoints.store.stream_version(stream_id)
     ):
-        latest, _ = await checkpoints.publish()
-        inclusion = await checkpoints.inclusion(latest, stream_id) if latest else None
+        try:
+            latest, _ = await checkpoints.publish()
+            inclusion = await checkpoints.inclusion(latest, stream_id) if latest else None
+        except CheckpointRefused:
+            # The store does not extend the last checkpoint: nothing new is signed, and the bundle goes out
+            # with the last one; its verification then names what that checkpoint does not cover.
+            pass
     events = await checkpoints.store.read_stream(stream_id)
     lines = [
         _line(
@@ -214,7 +219,8 @@ def read_bundle(raw: bytes) -> Bundle:
             f"{header.get('format')!r}, version {header.get('format_version')!r})"
         )
     bundle = Bundle(header, [], problems=problems)
-    if header.get("format_version") != 1:
+    # Version 1 had no seal; a seal, once there, is always checked (or a changed version byte would skip it).
+    if header.get("format_version") != 1 or records[-1][1].get("record") == "seal":
         bundle.seal_problem = _check_seal(raw, records)
     for number, record in records[1:]:
         kind = record.get("record")

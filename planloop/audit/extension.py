@@ -65,7 +65,8 @@ async def export_extension(checkpoints: Checkpoints, kept: SignedCheckpoint, lat
         if key_id in trusted:
             lines.append({"record": "public_key", "key_id": key_id, "pem": keys.public_pem(trusted[key_id])})
     lines += [{"record": "head", "of": kept.sequence, **_head(h)} for h in kept_heads]
-    lines += [{"record": "head", "of": later.sequence, **_head(h)} for h in later_heads]
+    if later.sequence != kept.sequence:
+        lines += [{"record": "head", "of": later.sequence, **_head(h)} for h in later_heads]
     for head in later_heads:
         after = since.get(head.stream_id, 0)
         if head.version > after:
@@ -96,26 +97,26 @@ class Extension:
 
 
 def read_extension(raw: bytes) -> Extension:
-    """Parse an extension document; a CheckpointError says what is malformed."""
-
+    """Parse an extension document; a CheckpointError says what is malformed, and on which line."""
     try:
         records = [jsoncodec.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(f"the extension document is not JSON Lines ({exc})") from None
-    if (
-        not records
-        or records[0].get("format") != FORMAT
-        or records[0].get("format_version") != FORMAT_VERSION
-    ):
+    header = records[0] if records and isinstance(records[0], dict) else {}
+    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"not a {FORMAT} of version {FORMAT_VERSION}")
-    header = records[0]
+    kept_sequence, later_sequence = header.get("kept"), header.get("later")
+    if not all(type(n) is int for n in (kept_sequence, later_sequence)):
+        raise CheckpointError("line 1 of the extension document does not name both checkpoints by number")
     later: SignedCheckpoint | None = None
-    heads: dict[int, list[StreamHead]] = {header["kept"]: [], header["later"]: []}
+    heads: dict[int, list[StreamHead]] = {kept_sequence: [], later_sequence: []}
     events: dict[str, list[ChainEvent]] = {}
     public_keys: dict[str, str] = {}
     for number, record in enumerate(records[1:], start=2):
-        kind = record.get("record")
         try:
+            if not isinstance(record, dict):
+                raise ValueError("not a record object")
+            kind = record.get("record")
             if kind == "checkpoint":
                 later = SignedCheckpoint.from_document(record["document"])
             elif kind == "head":
@@ -128,13 +129,12 @@ def read_extension(raw: bytes) -> Extension:
                 public_keys[str(record["key_id"])] = str(record["pem"])
             else:
                 raise ValueError(f"a record of unknown kind {kind!r}")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, CheckpointError) as exc:
             raise CheckpointError(f"line {number} of the extension document is malformed ({exc})") from None
     if later is None:
         raise CheckpointError("the extension document holds no checkpoint")
-    return Extension(
-        header["kept"], later, heads[header["kept"]], heads[header["later"]], events, public_keys
-    )
+    # The kept checkpoint may be the latest: then one list of heads serves as both.
+    return Extension(kept_sequence, later, heads[kept_sequence], heads[later_sequence], events, public_keys)
 
 
 @dataclass
@@ -179,6 +179,11 @@ def prove_extension(
         return report
     if later.sequence < kept.sequence:
         problems.append(f"checkpoint {later.sequence} is older than the kept checkpoint {kept.sequence}")
+    if later.sequence == kept.sequence and later.digest != kept.digest:
+        problems.append(
+            f"the server's checkpoint {later.sequence} is not the one kept (digest {later.digest[:16]}…, "
+            f"kept {kept.digest[:16]}…): two different checkpoints carry that number"
+        )
     report.signatures_ok = _signatures(kept, later, trusted, extension.public_keys, report)
     for checkpoint, heads in ((kept, extension.kept_heads), (later, extension.later_heads)):
         if merkle_root(heads) != checkpoint.root or len(heads) != checkpoint.body.get("streams"):
@@ -201,7 +206,14 @@ def prove_extension(
             problems.append(
                 f"stream {head.stream_id} (version {head.version} at the kept checkpoint) is gone"
             )
-    report.events_appended = sum(len(events) for events in extension.events.values())
+    # Every event sent must be one the proof walked: a stream that grew between the two heads.
+    for stream_id, events in extension.events.items():
+        since, head = kept_heads.get(stream_id), now.get(stream_id)
+        if head is None or (since is not None and since.version >= head.version):
+            problems.append(
+                f"the server sent {len(events)} event(s) of stream {stream_id}, which did not grow between "
+                "the two checkpoints"
+            )
     return report
 
 
@@ -259,6 +271,7 @@ def _check_stream(
             )
         return
     report.streams_grown += kept.version > 0
+    report.events_appended += len(events)
     found = first_break(kept.stream_id, events, after_version=kept.version, after_hash=kept.head_hash)
     if found is not None:
         event = f" (event {found.event_id})" if found.event_id else ""

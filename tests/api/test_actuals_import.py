@@ -143,6 +143,7 @@ async def test_json_rows_and_corrections_and_refusals(
     # A correction needs the flag and a reason; with them, the same row corrects the recorded actual.
     again = await http.post(path, json={"rows": rows}, headers=planner)
     assert again.status_code == 422 and again.json()["errors"][0]["code"] == "actual_exists"
+    assert "set the row's correction to true and give a reason" in again.json()["errors"][0]["reason"]
     fix = [{**rows[0], "value": "13", "correction": "true", "reason": "late CRM sync"}]
     corrected = await http.post(path, json={"rows": fix}, headers=planner)
     assert corrected.status_code == 200, corrected.text

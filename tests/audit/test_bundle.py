@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 from typer.testing import CliRunner
@@ -25,6 +26,7 @@ from planloop.audit.checkpoints import Checkpoints
 from planloop.audit.integrity_cli import integrity_app
 from tests.audit.conftest import Recorded
 from tests.audit.test_checkpoints import append
+from tests.audit.test_tamper import rewrite_consistently
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,6 +156,9 @@ async def test_one_changed_byte_fails_the_bundle_naming_what(
         assert not report.ok and any("do not match the bundle's seal" in p for p in report.problems), line
     report = verify_bundle(read_bundle(b"\n".join(raw.split(b"\n")[:-2]) + b"\n"))
     assert not report.ok and any("has no seal as its last line" in p for p in report.problems)
+    # Claiming the seal-less version 1 does not switch the seal off: it is there, so it is checked.
+    report = verify_bundle(read_bundle(changed(raw, 1, b'"format_version":2', b'"format_version":1')))
+    assert not report.ok and any("do not match the bundle's seal" in p for p in report.problems)
     # Untouched, the same bytes verify.
     assert verify_bundle(read_bundle(raw)).verdict == "self-consistent"
 
@@ -318,4 +323,28 @@ async def test_a_header_naming_another_plan_than_its_stream_fails(
     assert not report.ok
     assert (
         "the header names cycle 'FY2027' and unit 'FR', whose plan is 'plan:FY2027:FR'" in report.problems[0]
+    )
+
+
+async def test_an_export_when_the_publisher_refuses_to_sign_goes_out_with_the_last_checkpoint(
+    store: EventStore, database_url: str, tmp_path: Path
+) -> None:
+    """A store that does not extend its last checkpoint gets no new one; the export still answers (it is
+    evidence), and the bundle's verification names the rewrite."""
+    checkpoints = Checkpoints(store, tmp_path / "key.pem")
+    await append(store, "plan:FY2027:DE", 1, 2)
+    await checkpoints.publish()
+    dba = await asyncpg.connect(database_url)
+    try:
+        await rewrite_consistently(dba, 1, {"actor": "mallory"}, stream_id="plan:FY2027:DE")
+    finally:
+        await dba.close()
+    await append(store, "plan:FY2027:DE", 3)
+    text = await export_bundle(
+        checkpoints, "plan:FY2027:DE", cycle_id="FY2027", unit_id="DE", exported_at=datetime.now(UTC)
+    )
+    assert [c.sequence for c in await checkpoints.list()] == [1]
+    report = verify_bundle(read_bundle(text.encode()), checkpoints.public_key)
+    assert report.verdict == FAILED and any(
+        "the history up to it was rewritten" in p for p in report.problems
     )

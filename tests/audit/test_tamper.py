@@ -21,7 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventstore import ANY, EventStore, jsoncodec
 from eventstore.types import ChainBreak
 from planloop.audit import keys
-from planloop.audit.checkpoints import CheckpointRefused, Checkpoints, ConsistencyReport, SignedCheckpoint
+from planloop.audit.checkpoints import (
+    CheckpointError,
+    CheckpointRefused,
+    Checkpoints,
+    ConsistencyReport,
+    SignedCheckpoint,
+)
 from planloop.audit.extension import (
     FAILED,
     PROVED,
@@ -441,3 +447,42 @@ async def test_the_auditor_catches_a_server_that_hides_or_changes_what_it_sends(
     await as_dba(scene.dba, ("DELETE FROM events WHERE stream_id = $1 AND version > 2", (PLAN,)))
     [problem] = (await prove(scene)).problems
     assert problem.startswith(f"stream {PLAN}: the events sent end at version 2")
+
+
+async def test_the_auditor_proves_a_kept_checkpoint_that_is_still_the_latest(scene: Scene) -> None:
+    latest = await scene.checkpoints.latest()
+    assert latest is not None
+    raw = (await export_extension(scene.checkpoints, latest, latest)).encode()
+    report = prove_extension(latest, read_extension(raw), scene.checkpoints.public_key)
+    assert report.verdict == PROVED and (report.streams_grown, report.events_appended) == (0, 0), report
+    # A server that sends another checkpoint under the kept one's number is caught.
+    other = prove_extension(scene.kept, read_extension(raw.replace(b'"kept":3', b'"kept":1')), None)
+    assert other.verdict == FAILED
+
+
+@pytest.mark.parametrize(
+    ("document", "says"),
+    [
+        (b"[1]\n", "not a planloop-checkpoint-extension"),
+        (b'{"format":"planloop-checkpoint-extension","format_version":1}\n', "does not name both"),
+        (b'{"format":"planloop-checkpoint-extension","format_version":1,"kept":1,"later":1}\n5\n', "line 2"),
+        (
+            b'{"format":"planloop-checkpoint-extension","format_version":1,"kept":1,"later":1}\n',
+            "no checkpoint",
+        ),
+        (b"\xff\n", "not JSON Lines"),
+    ],
+)
+def test_a_malformed_extension_document_is_a_clear_error(document: bytes, says: str) -> None:
+    with pytest.raises(CheckpointError, match=says):
+        read_extension(document)
+
+
+async def test_the_auditor_refuses_events_that_no_head_accounts_for(scene: Scene) -> None:
+    latest = await scene.checkpoints.latest()
+    assert latest is not None
+    text = await export_extension(scene.checkpoints, scene.kept, latest)
+    stray = text.replace('"stream_id":"plan:FY2027:DE","version":3', '"stream_id":"elsewhere","version":3', 1)
+    report = await prove(scene, raw=stray.encode())
+    assert report.verdict == FAILED
+    assert any("of stream elsewhere, which did not grow" in p for p in report.problems), report.problems

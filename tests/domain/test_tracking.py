@@ -306,7 +306,8 @@ def test_many_actuals_at_once_are_decided_in_order_and_recorded_all_or_none() ->
     ]
     assert [d.deviation_id for d in h.state.deviations] == ["D1", "D2"]
     assert {e.actor for e in events} == {"erp"}
-    h.refused(cmd.RecordActuals, "erp", "actual_exists", actuals=(actual("M1", "2027-01", 9),))
+    exists = h.refused(cmd.RecordActuals, "erp", "actual_exists", actuals=(actual("M1", "2027-01", 9),))
+    assert "mark this actual as a correction and give a reason" in exists.message  # not "send CorrectActual"
     h.refused(
         cmd.RecordActuals,
         "erp",
