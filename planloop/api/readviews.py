@@ -55,7 +55,8 @@ class PlanListItem(BaseModel):
     last_event_at: datetime
     version: int
     # With waiting_on: what waits on that person: 'approval' (a seat at the gate), 'draft' (their plan to
-    # submit), 'changes' (changes requested of their plan), 'explanation' (a deviation they own).
+    # submit), 'changes' (changes requested of their plan), 'reopened' (their reopened plan to resubmit),
+    # 'explanation' (a deviation they own).
     waiting_for: list[str] = []
 
 

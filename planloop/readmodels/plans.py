@@ -68,8 +68,8 @@ UPSERT_PLAN: Final = """
 INSERT INTO plan_list (
     stream_id, cycle_id, unit_id, phase, iteration, current_revision, signed_off_revision, authors,
     gate_id, gate_index, pending_approvers, gate_due_at, gate_escalated, actuals_overdue_months,
-    explanations_overdue, overdue, last_event_at, version
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    explanations_overdue, overdue, last_event_at, version, explanations_owed_by
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
 ON CONFLICT (stream_id) DO UPDATE SET
     cycle_id = EXCLUDED.cycle_id, unit_id = EXCLUDED.unit_id, phase = EXCLUDED.phase,
     iteration = EXCLUDED.iteration, current_revision = EXCLUDED.current_revision,
@@ -78,7 +78,8 @@ ON CONFLICT (stream_id) DO UPDATE SET
     pending_approvers = EXCLUDED.pending_approvers, gate_due_at = EXCLUDED.gate_due_at,
     gate_escalated = EXCLUDED.gate_escalated, actuals_overdue_months = EXCLUDED.actuals_overdue_months,
     explanations_overdue = EXCLUDED.explanations_overdue, overdue = EXCLUDED.overdue,
-    last_event_at = EXCLUDED.last_event_at, version = EXCLUDED.version
+    last_event_at = EXCLUDED.last_event_at, version = EXCLUDED.version,
+    explanations_owed_by = EXCLUDED.explanations_owed_by
 """
 
 
@@ -96,6 +97,9 @@ class PlanListProjection(PlanStateProjection):
         gate, progress = (state.current_gate, state.gate) if in_review else (None, None)
         months = overdue_actuals(state)
         explanations = sum(1 for d in state.deviations if d.overdue_flagged and d.explanation is None)
+        # Deviations are explained while the plan tracks actuals; after that nobody can, so nobody owes.
+        tracking = state.phase in (Phase.EXECUTING, Phase.LEARNING)
+        owed_by = sorted({d.owner for d in state.deviations if d.explanation is None}) if tracking else []
         escalated = bool(progress and progress.escalated)
         latest = state.latest_revision
         await conn.execute(
@@ -118,6 +122,7 @@ class PlanListProjection(PlanStateProjection):
             bool(months) or explanations > 0 or escalated,
             event.at,
             recorded.version,
+            owed_by,
         )
 
 

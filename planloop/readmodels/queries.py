@@ -38,6 +38,7 @@ class PlanSummary(_ReadModel):
     overdue: bool
     last_event_at: datetime
     version: int
+    explanations_owed_by: list[str] = []  # owners of unexplained deviations while the plan tracks actuals
 
 
 class InboxItem(_ReadModel):
@@ -122,25 +123,24 @@ async def inbox(pool: asyncpg.Pool, approver: str, at: datetime | None = None) -
 
 
 #: Besides approvals (the inbox): plans whose next step is their authors' (a draft to submit, changes
-#: requested to answer), and deviations waiting on their owner's explanation (from the plan list's own
-#: snapshot of each plan's state).
+#: requested to answer, a reopened plan to resubmit), and deviations waiting on their owner's explanation.
 WAITING_ON_PERSON: Final = """
-SELECT unit_id, CASE phase WHEN 'drafting' THEN 'draft' ELSE 'changes' END AS waiting_for
+SELECT unit_id,
+       CASE phase WHEN 'drafting' THEN 'draft' WHEN 'reopened' THEN 'reopened' ELSE 'changes' END
+           AS waiting_for
   FROM plan_list
- WHERE cycle_id = $1 AND $2 = ANY (authors) AND phase IN ('drafting', 'changes_requested')
+ WHERE cycle_id = $1 AND $2 = ANY (authors) AND phase IN ('drafting', 'changes_requested', 'reopened')
 UNION ALL
-SELECT pl.unit_id, 'explanation'
-  FROM plan_list pl
-  JOIN projection_plan_states ps ON ps.projection = 'plan_list' AND ps.stream_id = pl.stream_id
- WHERE pl.cycle_id = $1
-   AND EXISTS (SELECT 1 FROM jsonb_array_elements(ps.state -> 'deviations') d
-                WHERE d ->> 'owner' = $2 AND d ->> 'explanation' IS NULL)
+SELECT unit_id, 'explanation'
+  FROM plan_list
+ WHERE cycle_id = $1 AND explanations_owed_by @> ARRAY[$2::text]
 """
 
 
 async def waiting_on_person(pool: asyncpg.Pool, cycle: str, person: str) -> dict[str, list[str]]:
     """Per unit of ``cycle``, what waits on ``person`` other than an approval: 'draft' (their plan to
-    submit), 'changes' (changes requested of their plan), 'explanation' (a deviation they own)."""
+    submit), 'changes' (changes requested of their plan), 'reopened' (their reopened plan to resubmit),
+    'explanation' (a deviation they own)."""
     waiting: dict[str, list[str]] = {}
     for row in await pool.fetch(WAITING_ON_PERSON, cycle, person):
         waiting.setdefault(row["unit_id"], []).append(row["waiting_for"])

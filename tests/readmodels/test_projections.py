@@ -7,7 +7,16 @@ from datetime import timedelta
 
 from domain import commands as cmd
 from eventstore import EventStore
-from planloop.readmodels import Projector, all_projections, catch_up, inbox, list_plans, rebuild, tracking
+from planloop.readmodels import (
+    Projector,
+    all_projections,
+    catch_up,
+    inbox,
+    list_plans,
+    rebuild,
+    tracking,
+    waiting_on_person,
+)
 from tests.domain.factory import AUTHOR, COUNTRY, REGION, calendar, drafted, executing
 from tests.readmodels.plans import STREAM, PlanWriter, utc
 
@@ -83,8 +92,9 @@ async def test_tracking_and_overdue_flags_follow_actuals_and_the_monthly_close(s
 
     [plan] = await list_plans(store.pool, unit="DE-AUTOMATION")
     assert (plan.phase, plan.actuals_overdue_months, plan.overdue) == ("executing", ["2027-01"], True)
-    # S1 was off track and its owner let the explanation's deadline pass.
-    assert plan.explanations_overdue == 1
+    # S1 was off track and its owner let the explanation's deadline pass: "waiting on" anna.
+    assert plan.explanations_overdue == 1 and plan.explanations_owed_by == ["anna"]
+    assert await waiting_on_person(store.pool, plan.cycle_id, "anna") == {"DE-AUTOMATION": ["explanation"]}
     lines = {(line.measure, line.month): line for line in (await tracking(store.pool, STREAM)).lines}
     revenue = lines["revenue", "2027-01"]
     assert (revenue.target, revenue.actual, revenue.status) == (80000, 80000, "on_track")
@@ -98,6 +108,9 @@ async def test_tracking_and_overdue_flags_follow_actuals_and_the_monthly_close(s
     await catch_up_all(store)
     [plan] = await list_plans(store.pool)
     assert (plan.actuals_overdue_months, plan.explanations_overdue, plan.overdue) == ([], 0, False)
+    assert (
+        plan.explanations_owed_by == [] and await waiting_on_person(store.pool, plan.cycle_id, "anna") == {}
+    )
     m1 = next(li for li in (await tracking(store.pool, STREAM)).lines if li.measure == "M1")
     assert (m1.month, m1.actual, m1.status, m1.source) == ("2027-01", 9.5, "on_track", "erp:sap")
 
