@@ -105,6 +105,15 @@ class InboundActuals(BaseModel):
 
 Authenticated = Annotated[Principal, Depends(authenticated)]
 
+# A registration's stored answer (its Idempotency-Key's) holds the secret it generated, so that a retry gets
+# the same one. Once the source is registered again or revoked, that secret no longer works: it is blanked
+# in the stored answers, which a late retry then gets with "secret": null.
+_FORGET_SECRETS = """
+UPDATE idempotency_keys SET response = jsonb_set(response, '{secret}', 'null')
+WHERE method = 'POST' AND path = '/inbound/sources' AND response ->> 'source' = $1
+  AND response ->> 'secret' IS NOT NULL
+"""
+
 
 @router.post("/inbound/sources", status_code=201, response_model=RegisteredSource, responses=ERROR_RESPONSES)
 async def register_source(
@@ -117,7 +126,9 @@ async def register_source(
 
     async def act() -> Answer:
         secret = body.secret or secrets.token_urlsafe(32)
-        row = await request.app.state.store.pool.fetchrow(
+        pool = request.app.state.store.pool
+        await pool.execute(_FORGET_SECRETS, body.source)  # the old secret stops working now
+        row = await pool.fetchrow(
             _UPSERT,
             body.source,
             secret,
@@ -147,9 +158,11 @@ async def revoke_source(
     principal.require_role((), "revoking an inbound source")
 
     async def act() -> Answer:
-        status = await request.app.state.store.pool.execute(_REVOKE, source)
+        pool = request.app.state.store.pool
+        status = await pool.execute(_REVOKE, source)
         if status.endswith(" 0"):
             raise ApiError(404, NOT_FOUND, f"there is no inbound source {source!r}")
+        await pool.execute(_FORGET_SECRETS, source)
         return 204, None
 
     return await once(request, principal, idempotency_key, act)

@@ -117,6 +117,13 @@ async def test_a_key_replays_registrations_and_deletes_instead_of_acting_again(
     )
     other = await http.post("/inbound/sources", json={"source": "crm"}, headers=admin)
     assert other.json()["secret"] != first.json()["secret"]
+    # Registered again, the first secret no longer works: its stored answer no longer holds it either.
+    late = await http.post("/inbound/sources", json={"source": "crm"}, headers=register)
+    assert late.status_code == 201 and late.json()["secret"] is None
+    stored = await store.pool.fetchval(
+        "SELECT response::text FROM idempotency_keys WHERE key = 'register-crm'"
+    )
+    assert first.json()["secret"] not in stored
 
     # A delete retried with its key answers 204 again; without a key the second delete finds nothing.
     revoke = {**admin, "Idempotency-Key": "revoke-crm"}
