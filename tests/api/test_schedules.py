@@ -166,9 +166,14 @@ async def test_schedules_are_created_listed_triggered_and_deleted(
     held = (await dev_server_env.client.get_schedule_handle(remind_id).describe()).schedule.state
     assert held.paused is False
 
-    # Deleted: gone from planloop and from Temporal; the cycle it opened stays.
+    # Deleted: gone from planloop and from Temporal; the cycle it opened stays. A delete retried with its
+    # Idempotency-Key answers 204 again; without a key, a second delete finds nothing.
     for schedule_id in (open_id, remind_id):
-        assert (await http.delete(f"/schedules/{schedule_id}", headers=leadership)).status_code == 204
+        keyed = {**leadership, "Idempotency-Key": f"delete-{schedule_id}"}
+        assert (await http.delete(f"/schedules/{schedule_id}", headers=keyed)).status_code == 204
+        again = await http.delete(f"/schedules/{schedule_id}", headers=keyed)
+        assert again.status_code == 204 and again.headers["idempotent-replayed"] == "true"
+        assert (await http.delete(f"/schedules/{schedule_id}", headers=leadership)).status_code == 404
         assert (await http.get(f"/schedules/{schedule_id}", headers=leadership)).status_code == 404
         try:
             await dev_server_env.client.get_schedule_handle(schedule_id).describe()

@@ -49,9 +49,12 @@ async def test_verify_publish_keep_and_check_consistency_through_the_api(
     assert store["ok"] and store["streams_checked"] == 7  # the cycle and its six plans
 
     assert (await http.get("/audit/checkpoints/latest", headers=auditor)).status_code == 404
-    first = await http.post("/audit/checkpoints", headers=admin)
+    keyed = {**admin, "Idempotency-Key": "publish-1"}
+    first = await http.post("/audit/checkpoints", headers=keyed)
     assert first.status_code == 201, first.text
     assert first.json()["checkpoint"]["checkpoint"]["streams"] == 7
+    replayed = await http.post("/audit/checkpoints", headers=keyed)
+    assert (replayed.status_code, replayed.json()) == (201, first.json())  # the first answer, as it was
     again = await http.post("/audit/checkpoints", headers=admin)
     assert again.status_code == 200 and not again.json()["published"]
     refused = await http.post("/audit/checkpoints", headers=auditor)
