@@ -12,7 +12,9 @@ One run, one PostgreSQL server, one fresh migrated database (created here, dropp
   (the least any chain verification costs) and once recomputing the content digests too, with the standard
   library's C JSON encoder (the least a verification that also checks content costs in Python);
 * ``Checkpoints.publish``: the first checkpoint (every event walked), then one after one more append;
-* ``Checkpoints.consistency`` against the first checkpoint (the kept one);
+* ``Checkpoints.consistency`` against the first checkpoint (the kept one), and the auditor's own proof:
+  ``export_extension`` from the first checkpoint to the second (best of 3), then ``read_extension`` +
+  ``prove_extension`` of it off the server (best of 5);
 * ``export_bundle`` of one plan (best of 3), offline ``read_bundle`` + ``verify_bundle`` of it (best of 5),
   and the bundle's bytes per event.
 
@@ -60,6 +62,7 @@ from domain.codec import decode_event  # noqa: E402
 from eventstore import EventStore, NewEvent, jsoncodec  # noqa: E402
 from planloop.audit.bundle import export_bundle, read_bundle, verify_bundle  # noqa: E402
 from planloop.audit.checkpoints import Checkpoints  # noqa: E402
+from planloop.audit.extension import export_extension, prove_extension, read_extension  # noqa: E402
 from planloop.migrations import migrate  # noqa: E402
 
 CYCLE = "FY2027"
@@ -369,6 +372,7 @@ class Results:
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
     bundle_bytes: int = 0
     bundle_events: int = 0
+    extension_bytes: int = 0
     wall_seconds: float = 0.0
 
     def put(self, name: str, timing: Timing) -> None:
@@ -521,6 +525,22 @@ async def measure(
     results.put("Checkpoints.consistency with the first", timing)
     log(f"consistency: {timing.seconds:.2f} s")
 
+    # The auditor's own proof: the server's extension document from the first checkpoint to the second, then
+    # reading and proving it off the server (every head's Merkle root, every appended event's chain link).
+    extension, timing = await best_of(EXPORT_RUNS, lambda: export_extension(checkpoints, first, second))
+    results.put("export_extension, first to second checkpoint", timing)
+    document = extension.encode("utf-8")
+    results.extension_bytes = len(document)
+
+    async def prove() -> Any:
+        return prove_extension(first, read_extension(document), checkpoints.public_key)
+
+    proof, timing = await best_of(SHORT_RUNS, prove)
+    assert proof.verdict == "proved" and proof.events_appended == args.batch, proof.as_json()
+    timing.events = proof.events_appended
+    results.put("read_extension + prove_extension (auditor)", timing)
+    log(f"extension: {len(document):,} bytes, proved off the server in {timing.seconds * 1000:.1f} ms")
+
     moment = datetime.now(UTC)
     bundle, timing = await best_of(
         EXPORT_RUNS,
@@ -594,6 +614,10 @@ def render(results: Results) -> str:
         lines.append(
             f'verify_all vs "{floor}": {verify["rate"] / raw["rate"]:.0%} of its rate by wall time{by_cpu}'
         )
+    lines.append(
+        f"extension from the first to the second checkpoint: {results.extension_bytes:,} bytes "
+        f"({results.plans:,} streams' heads twice, {results.batch} appended events)"
+    )
     per_event = results.bundle_bytes / results.bundle_events
     lines.append(
         f"bundle of one plan: {results.bundle_bytes:,} bytes for {results.bundle_events} events "
