@@ -163,6 +163,12 @@ async def test_plan_reads_inbox_and_cycle_commands(live_api: str, store: EventSt
     closed = answer(await cli("cycle", "close", cycle, "--reason", "year over", "--json", env=as_coo))
     assert closed["closed"] and closed["command"] == "CloseCycle"
     refused(await cli("cycle", "close", cycle, "--reason", "again", env=as_coo), "cycle_closed")
+    # The progress comes from the store and the plan list: every plan closed, as the plans record it.
+    async with httpx.AsyncClient(base_url=live_api, timeout=60) as http:
+        after = await poll(
+            http, f"/cycles/{cycle}", admin, lambda c: c["progress"]["close_sent"] == len(scenario.UNITS)
+        )
+    assert after["closed"] and after["progress"]["phases"] == {"closed": len(scenario.UNITS)}
     closed_cycles = answer(await cli("cycle", "list", "--state", "closed", "--json", env=as_office))
     assert [c["cycle_id"] for c in closed_cycles] == [cycle] and closed_cycles[0]["closed"]
     assert cycle not in [
