@@ -20,6 +20,7 @@ events appended between the two checkpoints.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -164,11 +165,17 @@ class ExtensionReport:
 
 
 def prove_extension(
-    kept: SignedCheckpoint, extension: Extension, trusted: Ed25519PublicKey | str | None
+    kept: SignedCheckpoint,
+    extension: Extension,
+    trusted: Ed25519PublicKey | str | Sequence[Ed25519PublicKey | str] | None,
 ) -> ExtensionReport:
-    """Check that ``extension.later`` extends ``kept`` (the auditor's own copy). ``trusted`` is the key
-    (or its fingerprint) the auditor trusts; without it the signatures are checked with the server's key
-    and the verdict is at best SELF_CONSISTENT."""
+    """Check that ``extension.later`` extends ``kept`` (the auditor's own copy). ``trusted`` is the key (or
+    its fingerprint), or the keys, the auditor trusts; without one the signatures are checked with the
+    server's key and the verdict is at best SELF_CONSISTENT."""
+    if trusted is None:
+        trusted = []
+    elif isinstance(trusted, (str, Ed25519PublicKey)):
+        trusted = [trusted]
     later = extension.later
     report = ExtensionReport(kept.sequence, later.sequence, later.key_id)
     problems = report.problems
@@ -220,18 +227,20 @@ def prove_extension(
 def _signatures(
     kept: SignedCheckpoint,
     later: SignedCheckpoint,
-    trusted: Ed25519PublicKey | str | None,
+    trusted: Sequence[Ed25519PublicKey | str],
     shipped: dict[str, str],
     report: ExtensionReport,
 ) -> bool:
-    """Verify both signatures: with the trusted key itself, or with the key the document ships (whose
-    fingerprint must then be the trusted one; without a trusted key, nothing vouches for it)."""
-    expected = trusted if isinstance(trusted, str) or trusted is None else keys.fingerprint(trusted)
-    ok = True
+    """Verify both signatures: with a trusted key itself, or with the key the document ships, whose
+    fingerprint must then be a trusted one (without a trusted key, nothing vouches for it). Two trusted keys
+    prove across a key rotation: the kept checkpoint signed by the old key, the later one by the new."""
+    fingerprints = {t if isinstance(t, str) else keys.fingerprint(t): t for t in trusted}
+    ok = matched = True
     for checkpoint in (kept, later):
+        given = fingerprints.get(checkpoint.key_id)
         try:
-            if isinstance(trusted, Ed25519PublicKey):
-                key = trusted
+            if isinstance(given, Ed25519PublicKey):
+                key = given
             elif checkpoint.key_id in shipped:
                 key = keys.load_public_pem(shipped[checkpoint.key_id])
             else:
@@ -242,13 +251,14 @@ def _signatures(
         except (keys.SigningKeyError, CheckpointError) as exc:
             report.problems.append(f"checkpoint {checkpoint.sequence}: {exc}")
             ok = False
-    if expected is not None:
-        report.trusted = kept.key_id == expected and later.key_id == expected
-        if not report.trusted:
+        if fingerprints and given is None:
+            matched = False
             report.problems.append(
-                f"the checkpoints are signed by {kept.key_id} and {later.key_id}, not by the trusted key "
-                f"{expected}"
+                f"checkpoint {checkpoint.sequence} is signed by {checkpoint.key_id}, not by the trusted key "
+                f"({', '.join(fingerprints)})"
             )
+    if fingerprints:
+        report.trusted = matched
     return ok
 
 

@@ -253,9 +253,11 @@ def public_key(
 def consistency(
     checkpoint_file: Annotated[Path, typer.Argument(help="A checkpoint document you kept (--save).")],
     trusted_key: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
-            "--trusted-key", help="The signer's public key (PEM file) or fingerprint (ed25519:...) you trust."
+            "--trusted-key",
+            help="The signer's public key (PEM file) or fingerprint (ed25519:...) you trust; repeat it for "
+            "the old and the new key across a key rotation.",
         ),
     ] = None,
     later: Annotated[
@@ -296,7 +298,8 @@ def consistency(
         extension = read_extension(raw)
     except CheckpointError as exc:
         raise PlanloopError(f"the server's answer cannot be read: {exc}") from None
-    report = prove_extension(kept, extension, _trusted(trusted_key))
+    trusted = [t for k in trusted_key or [] if (t := _trusted(k)) is not None]
+    report = prove_extension(kept, extension, trusted)
     if as_json:
         print_json(report.as_json())
     else:

@@ -23,6 +23,7 @@ from planloop.audit.checkpoints import (
     Checkpoints,
     SignedCheckpoint,
 )
+from planloop.audit.extension import export_extension, prove_extension, read_extension
 from planloop.audit.keys import SigningKeyError, load_or_create_signing_key
 from planloop.audit.proofs import StreamHead, inclusion_path, merkle_root, verify_inclusion
 
@@ -284,6 +285,14 @@ async def test_after_a_key_rotation_earlier_checkpoints_count_only_under_keys_li
     assert new and second is not None and second.body["previous"] == first.digest
     assert second.key_id == rotated.key_id != first.key_id
     assert (await rotated.consistency(first)).ok
+    # The auditor's own proof across the rotation: the kept checkpoint under the old key, the later one
+    # under the new; with both keys trusted it is proved, with only the new one it is not.
+    document = read_extension((await export_extension(rotated, first, second)).encode())
+    across = prove_extension(first, document, [retired, rotated.key_id])
+    assert across.verdict == "proved", across.as_json()
+    only_new = prove_extension(first, document, rotated.public_key)
+    assert only_new.verdict == "failed"
+    assert f"checkpoint 1 is signed by {first.key_id}, not by the trusted key" in only_new.problems[0]
     keys.trusted_file(key_file).write_text("not a key")
     with pytest.raises(SigningKeyError, match="holds no PEM public key"):
         await rotated.publish()
