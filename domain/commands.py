@@ -3,6 +3,7 @@ domain.decide."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
@@ -168,6 +169,16 @@ class MonthlyActual(DomainModel):
     source: str = Field(min_length=1)
     correction: bool = False
     reason: str = ""  # required for a correction
+
+    def as_command(
+        self, actor: str, at: datetime, on_behalf_of: str | None = None
+    ) -> RecordActual | CorrectActual:
+        """The actual as the command it stands for, alone: RecordActual, or CorrectActual with its reason."""
+        fields = self.model_dump(exclude={"correction", "reason"})
+        envelope = {"actor": actor, "at": at, "on_behalf_of": on_behalf_of}
+        if self.correction:
+            return CorrectActual(**envelope, **fields, reason=self.reason)
+        return RecordActual(**envelope, **fields)
 
 
 # A plan tracks revenue and a few CSFs over 12 months: a thousand actuals is far more than one plan has.

@@ -281,19 +281,12 @@ def _record_actuals(state: PlanState, c: cmd.RecordActuals) -> list[Event]:
     """All the actuals' events, or none: the first refused actual refuses the command, naming it."""
     out: list[Event] = []
     for number, actual in enumerate(c.actuals, start=1):
-        fields = {
-            **meta(c),
-            "measure": actual.measure,
-            "month": actual.month,
-            "value": actual.value,
-            "currency": actual.currency,
-            "source": actual.source,
-        }
+        single = actual.as_command(**meta(c))
         try:
-            if actual.correction:
-                events = _correct_actual(state, cmd.CorrectActual(**fields, reason=actual.reason))
+            if isinstance(single, cmd.CorrectActual):
+                events = _correct_actual(state, single)
             else:
-                events = _record_actual(state, cmd.RecordActual(**fields))
+                events = _record_actual(state, single)
         except DomainError as err:
             message = err.message
             if err.code == ErrorCode.ACTUAL_EXISTS:

@@ -37,8 +37,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from domain import DomainError, PlanState, decide, decode_event, evolve, replay
@@ -50,7 +49,7 @@ from workflows import plan_id
 from .auth import Principal, Role, authenticated
 from .commands import send_command
 from .errors import CYCLE_NOT_FOUND, ERROR_RESPONSES, INVALID_REQUEST, UNAVAILABLE, ApiError, ErrorBody
-from .idempotency import HEADER, fingerprint
+from .idempotency import HEADER, once
 
 router = APIRouter(tags=["actuals"])
 
@@ -153,18 +152,7 @@ class ActualRow:
 
     def command(self, actor: str, at: datetime) -> RecordActual | CorrectActual:
         """The row on its own, as the plan's workflow decides it inside RecordActuals."""
-        fields = {
-            "actor": actor,
-            "at": at,
-            "measure": self.measure,
-            "month": self.month,
-            "value": self.value,
-            "currency": self.currency,
-            "source": self.source,
-        }
-        if self.correction:
-            return CorrectActual(**fields, reason=self.reason)
-        return RecordActual(**fields)
+        return self.actual().as_command(actor, at)
 
 
 def parse_csv(raw: bytes) -> list[RawRow]:
@@ -645,22 +633,19 @@ async def import_actuals(
         str | None,
         Header(alias=HEADER, description="Makes the import safe to retry: no row is ever recorded twice."),
     ] = None,
-) -> JSONResponse:
+) -> Response:
     """Import monthly actuals of many plans: a CSV file (columns unit, measure, month, value, currency,
     source, correction, reason) or JSON rows with the same fields. A row with ``correction`` true corrects
     an existing actual (with a ``reason``). A plan's rows are applied only if all of them are valid; every
     bad row is reported with its line and reason. Roles: integration, planner, csf_owner, admin."""
     principal.require_role(IMPORT_ROLES, "importing actuals")
     rows, raw = await read_rows(request)
-    path = request.url.path
     key_body = {"sha256": hashlib.sha256(raw).hexdigest()}
 
     async def act(rid: str) -> tuple[int, Any]:
         return await run_import(request, principal, cycle_id, rows, rid, DEFAULT_SOURCE)
 
-    return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
-        principal, idempotency_key, "POST", path, fingerprint("POST", path, key_body), act
-    )
+    return await once(request, principal, idempotency_key, act, key_body)
 
 
 __all__ = [

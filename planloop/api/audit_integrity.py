@@ -398,7 +398,7 @@ async def publish_checkpoint(
     retry signs nothing new unless events came in; with an Idempotency-Key it gets the first answer."""
     principal.require_role([], "publishing a checkpoint")
 
-    async def act() -> Answer:
+    async def act(_: str) -> Answer:
         try:
             checkpoint, new = await checkpoints_of(request.app).publish()
         except SigningKeyError as exc:

@@ -16,8 +16,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, get_args
 
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -29,7 +28,7 @@ from workflows.contracts import CommandResult, PlanCommand
 
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, PLAN_NOT_FOUND, UNAVAILABLE, ApiError
-from .idempotency import HEADER, Idempotency, fingerprint
+from .idempotency import HEADER, once
 
 R = Role
 
@@ -175,7 +174,7 @@ def _endpoint(name: str, cls: type[CommandBase], body_type: type[BaseModel], rol
                 description="Makes the write safe to retry: the same key answers the same, and acts once.",
             ),
         ] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         principal.require_role(roles, name)
         await request.app.state.reader.require_scope(principal, cycle_id, unit_id)
         fields = {n: getattr(body, n) for n in type(body).model_fields}  # type: ignore[attr-defined]
@@ -188,15 +187,7 @@ def _endpoint(name: str, cls: type[CommandBase], body_type: type[BaseModel], rol
             result = await send_command(request.app.state.client, cycle_id, unit_id, command, request_id)
             return 200, result.model_dump(mode="json")
 
-        idempotency: Idempotency = request.app.state.idempotency
-        return await idempotency.run(
-            principal,
-            idempotency_key,
-            "POST",
-            request.url.path,
-            fingerprint("POST", request.url.path, body),
-            act,
-        )
+        return await once(request, principal, idempotency_key, act, body)
 
     endpoint.__name__ = f"command_{name}"
     return endpoint

@@ -13,8 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
@@ -32,7 +31,7 @@ from workflows.contracts import CycleCommand, CycleCommandResult, CycleProgress,
 
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, PACED_CYCLES_OFF, ApiError
-from .idempotency import IdempotencyKey, fingerprint
+from .idempotency import IdempotencyKey, once
 from .pace import CyclePace
 
 router = APIRouter(tags=["cycles"], responses=ERROR_RESPONSES)
@@ -96,7 +95,7 @@ def _open_command(principal: Principal, definition: CycleDefinition) -> OpenCycl
 
 async def _open(
     request: Request, principal: Principal, definition: CycleDefinition, key: str | None
-) -> JSONResponse:
+) -> Response:
     principal.require_role(OPEN_ROLES, "opening a cycle")
     principal.require_company_wide("opening a cycle")
     if definition.pace is not None and not request.app.state.settings.paced_cycles:
@@ -140,10 +139,8 @@ async def _open(
         )
         return 201, opened.model_dump(mode="json")
 
-    path = "/cycles"
-    return await request.app.state.idempotency.run(
-        principal, key, "POST", path, fingerprint("POST", path, definition), act
-    )
+    # One write by two routes (JSON or a file): the same key and definition answer the same on either.
+    return await once(request, principal, key, act, definition, path="/cycles")
 
 
 # How long POST /cycles waits for the cycle workflow to store its opening (one workflow task and one append).
@@ -167,7 +164,7 @@ async def open_cycle(
     request: Request,
     principal: Authenticated,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Open a cycle from a JSON body; it starts one plan per unit below global. Roles: leadership,
     integration, admin (without org-unit scopes)."""
     return await _open(request, principal, definition, idempotency_key)
@@ -181,7 +178,7 @@ async def open_cycle_from_file(
         UploadFile, File(description="The cycle as YAML or JSON: calendar, hierarchy, currency.")
     ],
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Open a cycle from an uploaded YAML or JSON file with the same fields as POST /cycles."""
     principal.require_role(OPEN_ROLES, "opening a cycle")
     return await _open(
@@ -349,7 +346,7 @@ async def close_cycle(
     request: Request,
     principal: Authenticated,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Close the cycle: every plan still open is closed with the cycle's reason. Roles: leadership, admin."""
     principal.require_role(CLOSE_ROLES, "closing a cycle")
     principal.require_company_wide("closing a cycle")
@@ -375,7 +372,4 @@ async def close_cycle(
             ) from None
         return 200, result.model_dump(mode="json")
 
-    path = request.url.path
-    return await request.app.state.idempotency.run(
-        principal, idempotency_key, "POST", path, fingerprint("POST", path, body), act
-    )
+    return await once(request, principal, idempotency_key, act, body)

@@ -86,7 +86,7 @@ class Idempotency:
         path: str,
         request_hash: str,
         action: Callable[[str], Awaitable[Answer]],
-    ) -> JSONResponse:
+    ) -> Response:
         """Run ``action(request_id)`` once per key and answer with what it answered."""
         if key is None:
             return await self._act(principal, None, action)
@@ -125,7 +125,7 @@ class Idempotency:
 
     async def _act(
         self, principal: Principal, key: str | None, action: Callable[[str], Awaitable[Answer]]
-    ) -> JSONResponse:
+    ) -> Response:
         try:
             status, body = await action(request_id(principal, key))
         except ApiError as err:
@@ -158,16 +158,15 @@ async def once(
     request: Request,
     principal: Principal,
     key: str | None,
-    act: Callable[[], Awaitable[Answer]],
+    act: Callable[[str], Awaitable[Answer]],
     body: Any = None,
+    *,
+    path: str | None = None,
 ) -> Response:
-    """A write answered once per Idempotency-Key: ``act()`` runs for the first request with the key, and
-    a repeat of that request gets the same answer (a repeated DELETE its 204, not a 404). For writes that
-    carry no request id further: they set a state, or change planloop's own tables."""
-    method, path = request.method, request.url.path
-
-    async def action(_: str) -> Answer:
-        return await act()
-
+    """The write of ``request`` answered once per Idempotency-Key: ``act(request_id)`` runs for the first
+    request with the key, and a repeat of that request gets the same answer (a repeated DELETE its 204,
+    not a 404). ``body`` is the request as understood (what the key's fingerprint covers); ``path`` names
+    the write when two routes are one (a cycle opened from JSON or from a file)."""
+    method, path = request.method, path or request.url.path
     idempotency: Idempotency = request.app.state.idempotency
-    return await idempotency.run(principal, key, method, path, fingerprint(method, path, body), action)
+    return await idempotency.run(principal, key, method, path, fingerprint(method, path, body), act)

@@ -25,7 +25,6 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from planloop.integration.webhooks import (
@@ -38,7 +37,7 @@ from planloop.integration.webhooks import (
 from .actuals import ImportReport, parse_json, run_import, storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAUTHENTICATED, ApiError
-from .idempotency import HEADER, Answer, IdempotencyKey, fingerprint, once
+from .idempotency import HEADER, Answer, IdempotencyKey, once
 
 router = APIRouter(tags=["inbound webhooks"])
 
@@ -124,7 +123,7 @@ async def register_source(
     instead of replacing it with a new one. Roles: admin."""
     principal.require_role((), "registering an inbound source")
 
-    async def act() -> Answer:
+    async def act(_: str) -> Answer:
         secret = body.secret or secrets.token_urlsafe(32)
         pool = request.app.state.store.pool
         await pool.execute(_FORGET_SECRETS, body.source)  # the old secret stops working now
@@ -157,7 +156,7 @@ async def revoke_source(
     """Revoke a source: its requests are refused from now on. Roles: admin."""
     principal.require_role((), "revoking an inbound source")
 
-    async def act() -> Answer:
+    async def act(_: str) -> Answer:
         pool = request.app.state.store.pool
         status = await pool.execute(_REVOKE, source)
         if status.endswith(" 0"):
@@ -208,7 +207,7 @@ async def inbound_actuals(
         str | None, Header(alias=SIGNATURE_HEADER, description="sha256=<hex HMAC-SHA256 of 'timestamp.body'>")
     ] = None,
     idempotency_key: Annotated[str | None, Header(alias=HEADER)] = None,
-) -> JSONResponse:
+) -> Response:
     """Monthly actuals from a registered system, signed with its secret: ``{"cycle_id": ..., "rows": [...]}``
     with the rows of the actuals import. Refused with 401 on a bad signature or an old timestamp."""
     pool = request.app.state.store.pool
@@ -234,12 +233,9 @@ async def inbound_actuals(
     )
     # Without a key, the signature is the key: the same signed request acts once.
     key = idempotency_key or "sig:" + hashlib.sha256(f"{timestamp}.{signature}".encode()).hexdigest()
-    path = request.url.path
     key_body = {"sha256": hashlib.sha256(raw).hexdigest()}
 
-    async def act(rid: str) -> tuple[int, Any]:
+    async def act(rid: str) -> Answer:
         return await run_import(request, principal, cycle_id, rows, rid, f"inbound:{source}")
 
-    return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
-        principal, key, "POST", path, fingerprint("POST", path, key_body), act
-    )
+    return await once(request, principal, key, act, key_body)

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints, field_validator
 
 from domain.cycle import CycleClosed, CycleOpened
@@ -30,7 +29,7 @@ from planloop.readmodels.plans import PLAN_EVENT_TYPES
 
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, ApiError
-from .idempotency import HEADER, Answer, IdempotencyKey, fingerprint, once
+from .idempotency import HEADER, Answer, IdempotencyKey, once
 
 FEED_ROLES = frozenset({Role.INTEGRATION, Role.AUDITOR, Role.LEADERSHIP})
 WEBHOOK_ROLES = frozenset({Role.INTEGRATION})
@@ -129,7 +128,7 @@ async def subscribe(
     idempotency_key: Annotated[
         str | None, Header(alias=HEADER, description="Makes the write safe to retry.")
     ] = None,
-) -> JSONResponse:
+) -> Response:
     """Subscribe a URL to the events recorded from now on (the feed serves history). Each delivery is
     signed (``X-Planloop-Signature``) and carries ``X-Planloop-Event-Id`` to deduplicate on. Roles:
     integration, admin."""
@@ -148,10 +147,7 @@ async def subscribe(
             raise ApiError(422, INVALID_REQUEST, str(err)) from None
         return 201, CreatedSubscription.model_validate(created.model_dump()).model_dump(mode="json")
 
-    path = "/webhooks/subscriptions"
-    return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
-        principal, idempotency_key, "POST", path, fingerprint("POST", path, body), act
-    )
+    return await once(request, principal, idempotency_key, act, body)
 
 
 @_webhooks.get("", response_model=list[SubscriptionView])
@@ -189,7 +185,7 @@ async def pause(
     """Pause deliveries: what is pending, and the events recorded while paused, wait in the queue until
     it resumes. Roles: integration, admin."""
     return await once(
-        request, principal, idempotency_key, lambda: _set_active(request, subscription_id, False)
+        request, principal, idempotency_key, lambda _: _set_active(request, subscription_id, False)
     )
 
 
@@ -202,7 +198,7 @@ async def resume(
 ) -> Response:
     """Resume a paused subscription; what waited is sent. Roles: integration, admin."""
     return await once(
-        request, principal, idempotency_key, lambda: _set_active(request, subscription_id, True)
+        request, principal, idempotency_key, lambda _: _set_active(request, subscription_id, True)
     )
 
 
@@ -216,7 +212,7 @@ async def unsubscribe(
     """Delete the subscription with its deliveries: what is pending is never sent. (Pause it instead to
     keep what waits.) Roles: integration, admin."""
 
-    async def act() -> Answer:
+    async def act(_: str) -> Answer:
         if not await delete_subscription(request.app.state.store.pool, subscription_id):
             raise _no_subscription(subscription_id)
         return 204, None

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.api.enums.v1 import ScheduleOverlapPolicy as OverlapPolicy
 from temporalio.api.schedule.v1 import SchedulePatch, TriggerImmediatelyRequest
@@ -50,7 +48,7 @@ from workflows.reminders import CycleTemplate, ScheduledTrigger, ScheduledTrigge
 from .actuals import storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAVAILABLE, ApiError
-from .idempotency import Answer, IdempotencyKey, fingerprint, once
+from .idempotency import Answer, IdempotencyKey, once
 from .inbound import Text
 
 router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
@@ -212,7 +210,7 @@ async def create_schedule(
     request: Request,
     principal: Authenticated,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Create a recurring trigger as a Temporal Schedule. Roles: admin, leadership, integration."""
     _allowed(principal, "managing schedules")
     trigger = await _check(request, body)
@@ -263,10 +261,7 @@ async def create_schedule(
                 raise _workflow_error(err) from None
         return 201, (await _view(request, body.schedule_id)).model_dump(mode="json")
 
-    path = "/schedules"
-    return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
-        principal, idempotency_key, "POST", path, fingerprint("POST", path, body), act
-    )
+    return await once(request, principal, idempotency_key, act, body)
 
 
 async def _view(request: Request, schedule_id: str, row: Any = None) -> ScheduleView:
@@ -326,7 +321,7 @@ async def trigger_schedule(
     request: Request,
     principal: Authenticated,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Fire the schedule now, besides its calendar (also when paused). Roles: admin, leadership,
     integration."""
     _allowed(principal, "triggering schedules")
@@ -342,10 +337,7 @@ async def trigger_schedule(
     # The key stops a retried trigger from firing twice (an opening is once per cycle anyway; a reminder
     # would be recorded again); should the API die between firing and storing its answer, the retry that
     # takes the claim over sends the same request id, which Temporal deduplicates.
-    path = f"/schedules/{schedule_id}/trigger"
-    return await request.app.state.idempotency.run(  # type: ignore[no-any-return]
-        principal, idempotency_key, "POST", path, fingerprint("POST", path, None), act
-    )
+    return await once(request, principal, idempotency_key, act)
 
 
 async def _set_paused(
@@ -378,8 +370,13 @@ async def pause_schedule(
     """Stop the schedule's firings until it is resumed; the reason is kept as its note. A trigger still
     fires it. Roles: admin, leadership, integration."""
     _allowed(principal, "pausing schedules")
-    act = partial(_set_paused, request, principal, schedule_id, body, paused=True)
-    return await once(request, principal, idempotency_key, act, body)
+    return await once(
+        request,
+        principal,
+        idempotency_key,
+        lambda _: _set_paused(request, principal, schedule_id, body, paused=True),
+        body,
+    )
 
 
 @router.post("/schedules/{schedule_id}/resume", response_model=ScheduleView)
@@ -393,8 +390,13 @@ async def resume_schedule(
     """Fire on the schedule's calendar again (firings missed while paused are not made up). Roles: admin,
     leadership, integration."""
     _allowed(principal, "resuming schedules")
-    act = partial(_set_paused, request, principal, schedule_id, body, paused=False)
-    return await once(request, principal, idempotency_key, act, body)
+    return await once(
+        request,
+        principal,
+        idempotency_key,
+        lambda _: _set_paused(request, principal, schedule_id, body, paused=False),
+        body,
+    )
 
 
 @router.delete("/schedules/{schedule_id}", status_code=204)
@@ -406,7 +408,7 @@ async def delete_schedule(
     integration."""
     _allowed(principal, "deleting schedules")
 
-    async def act() -> Answer:
+    async def act(_: str) -> Answer:
         pool = request.app.state.store.pool
         if await pool.fetchrow(_ONE, schedule_id) is None:
             raise ApiError(404, NOT_FOUND, f"there is no schedule {schedule_id}; GET /schedules lists them")
