@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -131,14 +132,16 @@ class Stack:
         )
         self.effective = settings
         self.started_at = datetime.now(UTC)
+        self.api_socket: socket.socket | None = None
 
     async def start_servers(self) -> Settings:
         """Start the embedded servers (both at once) and return settings with their addresses filled in."""
-        from .api.server import check_api_port
+        from .api.server import reserve_api_port
 
         pg, tp = self.postgres, self.temporal
-        # Check every port before launching anything, so a taken port never leaves half a stack behind.
-        check_api_port(self.settings)
+        # Check every port before launching anything, so a taken port never leaves half a stack behind;
+        # the API's is held from here on (it is served last, after connections that could take it).
+        self.api_socket = reserve_api_port(self.settings)
         if pg is not None:
             pg.check_port()
         if tp is not None:
@@ -159,7 +162,15 @@ class Stack:
         )
         return self.effective
 
+    def take_api_socket(self) -> socket.socket | None:
+        """The API's reserved port, for the server to listen on (it closes it); None when not reserved."""
+        sock, self.api_socket = self.api_socket, None
+        return sock
+
     def stop_servers(self) -> None:
+        if self.api_socket is not None:  # reserved but never served (the stack stopped before the API)
+            self.api_socket.close()
+            self.api_socket = None
         if self.temporal is not None:
             self.temporal.stop()
         if self.postgres is not None:
@@ -241,7 +252,7 @@ async def run_up(settings: Settings, announce: Callable[[dict[str, Any], float],
         store = await open_event_store(effective)
         serving = asyncio.Event()
         parts["HTTP API"] = asyncio.create_task(
-            serve_api(effective, store, client, stop, serving), name="api"
+            serve_api(effective, store, client, stop, serving, stack.take_api_socket()), name="api"
         )
         if not await _started(parts["HTTP API"], serving):
             return await _supervise(stack, parts, stop)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import sys
 import uuid
@@ -36,10 +37,60 @@ os.environ.pop("LINES", None)
 BIN = Path(sys.executable).parent
 
 
+def _port_block() -> range:
+    """The ports this test process hands out: below the kernel's ephemeral range, one block per xdist worker.
+
+    A port asked of the kernel (bind to 0) comes from the ephemeral range, which every outgoing connection
+    of every process also draws from: a server started on it seconds later (or started again after a kill)
+    can find an open connection holding it. Ports below the range are never given to connections, and the
+    blocks keep two workers from handing out the same port.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    base = 20000
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (low - base) // max(workers, 1)
+    return range(base + worker * size, base + (worker + 1) * size)
+
+
+_handed_out: set[int] = set()
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that are free now and were never handed out before in this process."""
+    block = _port_block()
+    if len(block) < 100:  # an unusual port range: fall back to the kernel's choice
+        socks = [socket.socket() for _ in range(count)]
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            return [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+    ports: list[int] = []
+    start = random.randrange(len(block))
+    for i in range(len(block)):
+        port = block[(start + i) % len(block)]
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:  # no SO_REUSEADDR: a port with a closing connection is skipped too
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports left in {block}")
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def with_database(dsn: str, database: str) -> str:

@@ -311,17 +311,17 @@ def serve(settings: Settings) -> None:
 async def _serve(settings: Settings) -> None:
     import signal
 
-    from planloop.api.server import check_api_port, serve_api
+    from planloop.api.server import reserve_api_port, serve_api
     from planloop.worker import connect_client, open_event_store
 
-    check_api_port(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    client = await connect_client(settings)
-    store = await open_event_store(settings)
-    try:
-        await serve_api(settings, store, client, stop)
-    finally:
-        await store.close()
+    with reserve_api_port(settings) as sock:  # before connecting out: see reserve_api_port
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        client = await connect_client(settings)
+        store = await open_event_store(settings)
+        try:
+            await serve_api(settings, store, client, stop, sock=sock)
+        finally:
+            await store.close()

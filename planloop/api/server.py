@@ -31,16 +31,27 @@ class _Server(uvicorn.Server):
         yield
 
 
-def check_api_port(settings: Settings) -> None:
-    """PortInUseError (naming the setting) when the API's port is taken, before anything is started."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((settings.api_host, settings.api_port))
-        except OSError:
-            raise PortInUseError(
-                "the HTTP API", settings.api_host, settings.api_port, "PLANLOOP_API_PORT"
-            ) from None
+def reserve_api_port(settings: Settings) -> socket.socket:
+    """Bind the API's port now and hold it until the server listens on it (PortInUseError naming the
+    setting when it is taken).
+
+    Checking the port and binding it later would leave a gap in which the kernel may give the port to an
+    outgoing connection (this program's own, to PostgreSQL or Temporal, when the port lies in the
+    ephemeral range): the API would then fail after everything else had started. A bound port is never
+    handed to a connection.
+    """
+    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn binds: a connection of an earlier run still closing (TIME_WAIT) does not hold the port.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.api_host, settings.api_port))
+    except OSError:
+        sock.close()
+        raise PortInUseError(
+            "the HTTP API", settings.api_host, settings.api_port, "PLANLOOP_API_PORT"
+        ) from None
+    return sock
 
 
 async def serve_api(
@@ -49,13 +60,27 @@ async def serve_api(
     client: Client,
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve the API on settings.api_host:api_port, with its background work, until ``stop`` is set.
 
-    ``ready`` is set once it accepts connections. Should it stop by itself (it could not bind its port,
-    its background work could not start), a PlanloopError says so.
+    ``sock`` is the port reserved by reserve_api_port (reserved here when not given); it is closed when
+    the server stops. ``ready`` is set once it accepts connections. Should it stop by itself (it could
+    not listen on its port, its background work could not start), a PlanloopError says so.
     """
-    check_api_port(settings)
+    sock = sock if sock is not None else reserve_api_port(settings)
+    with sock:
+        await _serve_on(sock, settings, store, client, stop, ready)
+
+
+async def _serve_on(
+    sock: socket.socket,
+    settings: Settings,
+    store: EventStore,
+    client: Client,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None,
+) -> None:
     app = create_app(settings, store=store, client=client)
     config = uvicorn.Config(
         app, host=settings.api_host, port=settings.api_port, log_config=None, access_log=False, lifespan="off"
@@ -64,7 +89,7 @@ async def serve_api(
     # The app's lifespan runs here rather than inside uvicorn, so a failure to start it is an exception
     # of its own (uvicorn would turn it into sys.exit).
     async with app.router.lifespan_context(app):
-        serving = asyncio.create_task(_serve(server, settings), name="api")
+        serving = asyncio.create_task(_serve(server, sock, settings), name="api")
         stopping = asyncio.create_task(stop.wait())
         while not server.started and not serving.done() and not stop.is_set():
             await asyncio.sleep(0.02)
@@ -80,10 +105,10 @@ async def serve_api(
         raise PlanloopError(f"the HTTP API at {api_url(settings)} stopped unexpectedly; see the log above")
 
 
-async def _serve(server: uvicorn.Server, settings: Settings) -> None:
+async def _serve(server: uvicorn.Server, sock: socket.socket, settings: Settings) -> None:
     try:
-        await server.serve()
-    except SystemExit:  # uvicorn exits when it cannot bind (the port was taken after the check)
+        await server.serve(sockets=[sock])
+    except (OSError, SystemExit):  # another program listens on the port (it bound it with SO_REUSEADDR too)
         raise PortInUseError(
             "the HTTP API", settings.api_host, settings.api_port, "PLANLOOP_API_PORT"
         ) from None

@@ -132,7 +132,7 @@ async def live_api(
     """The API served by uvicorn on a free port (as `planloop api` serves it), with a worker; its base URL.
 
     Callers that block (the CLI, schemathesis) run in a thread, so this loop keeps serving."""
-    from planloop.api.server import serve_api
+    from planloop.api.server import reserve_api_port, serve_api
     from tests.conftest import free_port
 
     settings = Settings(
@@ -142,9 +142,10 @@ async def live_api(
         api_port=free_port(),
         webhook_private_targets=True,
     )
+    sock = reserve_api_port(settings)  # as `planloop up` does, before the worker connects out
     stop = asyncio.Event()
     async with make_worker(dev_server_env.client, store, task_queue):
-        serving = asyncio.create_task(serve_api(settings, store, dev_server_env.client, stop))
+        serving = asyncio.create_task(serve_api(settings, store, dev_server_env.client, stop, sock=sock))
         url = f"http://{settings.api_host}:{settings.api_port}"
         async with httpx.AsyncClient(base_url=url) as probe:
             for _ in range(100):

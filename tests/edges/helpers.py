@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,7 @@ from typing import Any
 
 import psutil
 
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports (all sockets open at once, so no two are the same)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from tests.conftest import free_ports
 
 
 def planloop_env(ports: list[int], **extra: str) -> dict[str, str]:
