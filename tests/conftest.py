@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import socket
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,6 +36,13 @@ from planloop.migrations import migrate
 # the CLI's tables in a worker would be 80 columns wide whatever width a test gives CliRunner.
 os.environ.pop("COLUMNS", None)
 os.environ.pop("LINES", None)
+
+# planloop's default data folder (the audit key, the publisher's record of its last checkpoint) is under
+# XDG_DATA_HOME: the tests, and the `planloop` processes they start, get a folder of their own per test
+# process instead of the user's, so no run leaves state behind for the next or shares it with another.
+_data_home = Path(tempfile.mkdtemp(prefix="planloop-tests-"))
+os.environ["XDG_DATA_HOME"] = str(_data_home)
+atexit.register(shutil.rmtree, _data_home, ignore_errors=True)
 
 BIN = Path(sys.executable).parent
 

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,12 +32,19 @@ def task_queue() -> str:
 
 @pytest.fixture
 async def app(
-    dev_server_env: WorkflowEnvironment, store: EventStore, database_url: str, task_queue: str
+    dev_server_env: WorkflowEnvironment,
+    store: EventStore,
+    database_url: str,
+    task_queue: str,
+    tmp_path: Path,
 ) -> AsyncIterator[FastAPI]:
     """The app with its lifespan running (the feed notifier, the projector, the webhook sender), as
     `planloop api` runs it."""
-    # The tests' webhook receivers listen on 127.0.0.1.
-    settings = Settings(task_queue=task_queue, database_url=database_url, webhook_private_targets=True)
+    # The tests' webhook receivers listen on 127.0.0.1. The data folder holds the audit key and the
+    # publisher's record of its last checkpoint: one per test, as each test has its own database.
+    settings = Settings(
+        task_queue=task_queue, database_url=database_url, webhook_private_targets=True, data_dir=tmp_path
+    )
     async with make_worker(dev_server_env.client, store, task_queue):
         api = create_app(settings, store=store, client=dev_server_env.client)
         async with api.router.lifespan_context(api):
@@ -127,7 +135,11 @@ async def cycle(http: httpx.AsyncClient, admin: Any) -> str:
 
 @pytest.fixture
 async def live_api(
-    dev_server_env: WorkflowEnvironment, store: EventStore, database_url: str, task_queue: str
+    dev_server_env: WorkflowEnvironment,
+    store: EventStore,
+    database_url: str,
+    task_queue: str,
+    tmp_path: Path,
 ) -> AsyncIterator[str]:
     """The API served by uvicorn on a free port (as `planloop api` serves it), with a worker; its base URL.
 
@@ -141,6 +153,7 @@ async def live_api(
         api_host="127.0.0.1",
         api_port=free_port(),
         webhook_private_targets=True,
+        data_dir=tmp_path,
     )
     sock = reserve_api_port(settings)  # as `planloop up` does, before the worker connects out
     stop = asyncio.Event()
