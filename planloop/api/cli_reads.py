@@ -117,8 +117,8 @@ def list_plans(
         table.add_column("waiting for")
     for p in listed["plans"]:
         overdue_parts = []
-        if p["overdue_months"]:
-            overdue_parts.append(f"{p['overdue_months']} month(s) of actuals")
+        if p["actuals_overdue_months"]:
+            overdue_parts.append(f"actuals of {', '.join(p['actuals_overdue_months'])}")
         if p["explanations_overdue"]:
             overdue_parts.append(f"{p['explanations_overdue']} explanation(s)")
         if p["overdue"] and not overdue_parts:

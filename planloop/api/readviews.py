@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from domain import OrgLevel, Phase
 from domain.cycle import CycleState
@@ -49,7 +49,8 @@ class PlanListItem(BaseModel):
     pending_approvers: list[str]
     gate_due_at: datetime | None
     escalated: bool
-    overdue_months: int
+    overdue_months: int = Field(description="How many months of actuals are overdue (closed, some missing).")
+    actuals_overdue_months: list[str] = Field(description="Those months, e.g. ['2027-01'].")
     explanations_overdue: int
     overdue: bool
     last_event_at: datetime
@@ -175,6 +176,7 @@ async def list_cycle_plans(
             gate_due_at=rows[p.unit_id].gate_due_at,
             escalated=rows[p.unit_id].gate_escalated,
             overdue_months=len(rows[p.unit_id].actuals_overdue_months),
+            actuals_overdue_months=rows[p.unit_id].actuals_overdue_months,
             explanations_overdue=rows[p.unit_id].explanations_overdue,
             overdue=rows[p.unit_id].overdue,
             last_event_at=rows[p.unit_id].last_event_at,

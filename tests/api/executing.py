@@ -68,11 +68,22 @@ async def send(client: Client, cycle_id: str, unit: str, command: cmd.CommandBas
 
 
 async def executing_cycle(
-    http: httpx.AsyncClient, admin: Any, client: Client, units: list[str], csfs: int, months: int = 12
+    http: httpx.AsyncClient,
+    admin: Any,
+    client: Client,
+    units: list[str],
+    csfs: int,
+    months: int = 12,
+    execution_start: str | None = None,
 ) -> tuple[str, tuple[str, ...]]:
-    """Open a cycle of ``units`` and bring each plan to execution; the cycle id and its months."""
+    """Open a cycle of ``units`` and bring each plan to execution; the cycle id and its months.
+
+    ``execution_start`` (a month, e.g. one in the past) overrides the scenario's, the month after next."""
     cycle_id = unique_cycle()
-    calendar = scenario.calendar(cycle_id, datetime.now(UTC)).model_copy(update={"execution_months": months})
+    calendar = scenario.calendar(cycle_id, datetime.now(UTC))
+    calendar = calendar.model_copy(
+        update={"execution_months": months, "execution_start": execution_start or calendar.execution_start}
+    )
     body = {
         "calendar": calendar.model_dump(mode="json"),
         "hierarchy": hierarchy(units).model_dump(mode="json"),

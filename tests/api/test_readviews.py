@@ -3,14 +3,17 @@ and leaves the inbox of whoever decided; the tracking of a plan; scopes and role
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
+from domain.base import month_add
 from planloop.api.auth import Role
 from tests.api import executing
 from tests.api.conftest import MakeToken, poll
+from tests.api.test_cli_reads import cli
 from tests.api.test_plans import draft
 
 
@@ -121,3 +124,41 @@ async def test_a_deviation_waits_on_its_owner_until_explained(
     )
     nosy = await http.get(f"/cycles/{cycle}/plans", params={"waiting_on": owner}, headers=erp)
     assert nosy.status_code == 403 and "for another person" in nosy.json()["message"]
+
+
+async def test_plans_with_actuals_overdue_are_listed_by_the_overdue_filter(
+    live_api: str, make_token: MakeToken, dev_server_env: WorkflowEnvironment
+) -> None:
+    # Execution began two months ago: once the plans execute, the closes of the two months before this
+    # one have passed with no actuals in, so both plans are flagged overdue at once.
+    now = datetime.now(UTC)
+    start = month_add(f"{now.year:04d}-{now.month:02d}", -2)
+    admin = await make_token("planning-office", Role.ADMIN)
+    async with httpx.AsyncClient(base_url=live_api, timeout=60) as http:
+        cycle, months = await executing.executing_cycle(
+            http, admin, dev_server_env.client, ["C1", "C2"], 2, execution_start=start
+        )
+        plans = f"/cycles/{cycle}/plans"
+        both = await poll(http, plans, admin, lambda page: page["total"] == 2, params={"overdue": "true"})
+        assert {p["unit_id"]: p["actuals_overdue_months"] for p in both["plans"]} == {
+            "C1": list(months[:2]),
+            "C2": list(months[:2]),
+        }
+        # C2 posts everything it owes: it leaves the overdue list, C1 stays.
+        erp = await make_token("erp", Role.INTEGRATION)
+        for row in executing.rows(["C2"], months[:2], 2):
+            body = {k: v for k, v in row.items() if k != "unit" and v}
+            answer = await http.post(f"{plans}/C2/commands/RecordActual", json=body, headers=erp)
+            assert answer.status_code == 200, answer.text
+        overdue = await poll(http, plans, admin, lambda page: page["total"] == 1, params={"overdue": "true"})
+        assert [(p["unit_id"], p["overdue"]) for p in overdue["plans"]] == [("C1", True)]
+        on_time = await http.get(plans, params={"overdue": "false"}, headers=admin)
+        assert [(p["unit_id"], p["actuals_overdue_months"]) for p in on_time.json()["plans"]] == [("C2", [])]
+        progress = (await http.get(f"/cycles/{cycle}", headers=admin)).json()["progress"]
+        assert progress["overdue"] == 1
+
+    # The CLI's table names the months.
+    env = {"PLANLOOP_API_URL": live_api, "PLANLOOP_TOKEN": admin["Authorization"].removeprefix("Bearer ")}
+    table = await cli("plan", "list", cycle, "--overdue", env=env)
+    assert table.exit_code == 0, table.output
+    assert f"actuals of {months[0]}, {months[1]}" in table.stdout and "C2" not in table.stdout
