@@ -369,12 +369,24 @@ class Checkpoints:
         self.store = store
         self.key_file = key_file
         self._key: Ed25519PrivateKey | None = None
+        self._loaded_from: tuple[int, int] | None = None  # the key file's inode and mtime when read
+
+    def _key_file_identity(self) -> tuple[int, int] | None:
+        """The key file's inode and mtime: they change when `planloop audit rotate-key` replaces it."""
+        try:
+            st = self.key_file.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:
-        """The private key, generated on first use: only publishing asks for it."""
-        if self._key is None:
+        """The private key, generated on first use: only publishing asks for it. Read again when the file
+        was replaced, so a rotated key signs from the next checkpoint on without a restart."""
+        identity = self._key_file_identity()  # before reading: a file replaced meanwhile is read again
+        if self._key is None or identity != self._loaded_from:
             self._key = keys.load_or_create_signing_key(self.key_file)
+            self._loaded_from = identity
         return self._key
 
     @property
@@ -391,8 +403,10 @@ class Checkpoints:
 
     def existing_public_key(self) -> Ed25519PublicKey | None:
         """The signing key's public half, or None while no key exists (reading never creates one)."""
-        if self._key is None:
+        identity = self._key_file_identity()
+        if self._key is None or identity != self._loaded_from:
             self._key = keys.load_signing_key(self.key_file)
+            self._loaded_from = identity
         return self._key.public_key() if self._key is not None else None
 
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]:

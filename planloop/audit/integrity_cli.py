@@ -248,6 +248,32 @@ def public_key(
         _say("wrote {path}", path=output)
 
 
+@integrity_app.command("rotate-key")
+@user_errors
+def rotate_key(
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data folder of `planloop up`.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replace the key that signs checkpoints (on the API's host, where PLANLOOP_AUDIT_KEY_FILE lives).
+
+    The old public key is listed in `<key file>.trusted`, so checkpoints it signed keep verifying; its
+    private half is gone. A running API signs with the new key from its next checkpoint. Hand auditors
+    the new fingerprint out of band; they pass --trusted-key for the old and the new key across it."""
+    from planloop.audit.keys import rotate_signing_key, trusted_file
+    from planloop.settings import load_settings
+
+    key_file = load_settings(data_dir=data_dir).audit_key_path
+    rotation = rotate_signing_key(key_file)
+    answer = {"key_file": str(key_file), "retired": rotation.retired, "signing": rotation.signing}
+    if as_json:
+        print_json(answer)
+        return
+    _say("rotated the checkpoint signing key {path}", path=key_file)
+    _say("  retired: {key} (listed in {trusted})", key=rotation.retired, trusted=trusted_file(key_file))
+    _say("  signing: {key}", key=rotation.signing)
+    out.print("Give auditors the new fingerprint out of band (`planloop audit public-key`).", highlight=False)
+
+
 @integrity_app.command("consistency")
 @user_errors
 def consistency(

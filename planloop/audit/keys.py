@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -142,11 +143,22 @@ def read_last_signed(path: Path) -> LastSigned | None:
 def write_last_signed(path: Path, record: LastSigned) -> None:
     """Replace the record in ``path`` atomically: a crash leaves the old record or the new, never half."""
     text = json.dumps({"sequence": record.sequence, "digest": record.digest}) + "\n"
+    try:
+        _replace(path, text.encode("utf-8"), 0o600)
+    except OSError as exc:
+        raise SigningKeyError(
+            f"cannot write the record of the last signed checkpoint {path} ({exc.strerror}); make its "
+            "folder writable"
+        ) from None
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` atomically and durably: after a crash, the old file or the new."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -155,12 +167,59 @@ def write_last_signed(path: Path, record: LastSigned) -> None:
             os.fsync(folder)
         finally:
             os.close(folder)
-    except OSError as exc:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise SigningKeyError(
-            f"cannot write the record of the last signed checkpoint {path} ({exc.strerror}); make its "
-            "folder writable"
-        ) from None
+
+
+@dataclass(frozen=True)
+class Rotation:
+    retired: str  # the old key's fingerprint, now listed in <key file>.trusted
+    signing: str  # the new key's fingerprint
+
+
+def rotate_signing_key(path: Path) -> Rotation:
+    """Replace the signing key in ``path`` with a new one, listing the old public key in ``<path>.trusted``.
+
+    The old public key is listed before the new key takes its place: a crash in between leaves the old key
+    signing and trusted twice over (harmless; rotating again finishes), never a key whose checkpoints
+    nobody trusts. Checkpoints the old key signed keep verifying under ``.trusted``; its private half is
+    gone once the new key is in place. A publisher that is running picks the new key up at its next
+    checkpoint (it notices the file changed). Two rotations at once are serialised by a lock file.
+    """
+    trusted = trusted_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SigningKeyError(f"cannot rotate the signing key {path} ({exc.strerror})") from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = load_signing_key(path)
+        if old is None:
+            raise SigningKeyError(
+                f"there is no checkpoint signing key at {path} to rotate; the first checkpoint creates "
+                "one (or check PLANLOOP_AUDIT_KEY_FILE and PLANLOOP_DATA_DIR)"
+            )
+        retired = old.public_key()
+        listed = {fingerprint(k) for k in load_trusted_keys(trusted)}  # refuses a damaged file first
+        new = Ed25519PrivateKey.generate()
+        pem = new.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            if fingerprint(retired) not in listed:
+                text = trusted.read_text(encoding="ascii") if trusted.exists() else ""
+                if text and not text.endswith("\n"):
+                    text += "\n"
+                _replace(trusted, (text + public_pem(retired)).encode("ascii"), 0o644)
+            _replace(path, pem, 0o600)
+        except OSError as exc:
+            raise SigningKeyError(
+                f"cannot rotate the signing key {path} ({exc.strerror}); make its folder writable"
+            ) from None
+        return Rotation(retired=fingerprint(retired), signing=fingerprint(new.public_key()))
+    finally:
+        os.close(lock)  # releases the lock
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey | None:

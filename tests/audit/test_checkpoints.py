@@ -4,6 +4,7 @@ and the publisher that runs them on a schedule."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import stat
 import uuid
@@ -296,3 +297,60 @@ async def test_after_a_key_rotation_earlier_checkpoints_count_only_under_keys_li
     keys.trusted_file(key_file).write_text("not a key")
     with pytest.raises(SigningKeyError, match="holds no PEM public key"):
         await rotated.publish()
+
+
+def listed(key_file: Path) -> list[str]:
+    """The fingerprints in ``<key file>.trusted``, in order."""
+    return [keys.fingerprint(k) for k in keys.load_trusted_keys(keys.trusted_file(key_file))]
+
+
+async def test_rotate_key_lists_the_old_key_and_a_running_publisher_signs_with_the_new_one(
+    store: EventStore, checkpoints: Checkpoints, key_file: Path
+) -> None:
+    await append(store, PLAN, 1)
+    first, _ = await checkpoints.publish()
+    assert first is not None
+    retired = checkpoints.public_key
+    rotation = keys.rotate_signing_key(key_file)
+    assert rotation.retired == first.key_id != rotation.signing
+    assert listed(key_file) == [first.key_id]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # The same publisher, never restarted, signs the next checkpoint with the new key, chained to the first.
+    await append(store, PLAN, 2)
+    second, new = await checkpoints.publish()
+    assert new and second is not None and second.body["previous"] == first.digest
+    assert second.key_id == rotation.signing == checkpoints.key_id
+    assert (await checkpoints.consistency(first)).ok
+    document = read_extension((await export_extension(checkpoints, first, second)).encode())
+    assert prove_extension(first, document, [retired, rotation.signing]).verdict == "proved"
+    # Rotating again lists the second key after the first; each checkpoint still verifies under its own.
+    third = keys.rotate_signing_key(key_file)
+    assert listed(key_file) == [first.key_id, second.key_id] and third.retired == second.key_id
+    await append(store, PLAN, 3)
+    latest, new = await checkpoints.publish()
+    assert new and latest is not None and latest.key_id == third.signing
+    assert (await checkpoints.consistency(first)).ok
+
+
+def test_rotate_key_refuses_without_a_key_or_with_a_damaged_trusted_file(key_file: Path) -> None:
+    with pytest.raises(SigningKeyError, match=r"no checkpoint signing key at .* to rotate"):
+        keys.rotate_signing_key(key_file)
+    assert not key_file.exists()
+    original = keys.fingerprint(load_or_create_signing_key(key_file).public_key())
+    keys.trusted_file(key_file).write_text("not a key")
+    with pytest.raises(SigningKeyError, match="holds no PEM public key"):
+        keys.rotate_signing_key(key_file)
+    # Nothing changed: the key signs as before.
+    assert keys.fingerprint(keys._load(key_file).public_key()) == original
+
+
+def test_rotations_at_once_each_list_the_key_they_retire(key_file: Path) -> None:
+    first = keys.fingerprint(load_or_create_signing_key(key_file).public_key())
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        rotations = list(pool.map(lambda _: keys.rotate_signing_key(key_file), range(4)))
+    retired = listed(key_file)
+    # One chain: each rotation retired the key the one before it made, and every retired key is listed.
+    assert retired[0] == first and sorted(retired) == sorted(r.retired for r in rotations)
+    assert {r.signing for r in rotations} - set(retired) == {
+        keys.fingerprint(keys._load(key_file).public_key())
+    }

@@ -181,6 +181,33 @@ async def test_the_cli_verifies_keeps_a_checkpoint_checks_it_and_exports(
     unknown = await cli("verify-plan", cycle, "XX")
     assert unknown.exit_code == 1 and "plan_not_found" in unknown.output
 
+    # The key is rotated on the API's host; the running API signs its next checkpoint with the new key,
+    # and the kept checkpoint is proved across the rotation with both keys trusted.
+    rotated = await asyncio.to_thread(runner.invoke, integrity_app, ["rotate-key", "--json"])
+    assert rotated.exit_code == 0, rotated.output
+    rotation = json.loads(rotated.output)
+    assert rotation["retired"] == key_id != rotation["signing"]
+    async with httpx.AsyncClient(base_url=live_api) as http:
+        revised = await http.post(
+            f"/cycles/{cycle}/plans/FR/commands/ReviseStrategy",
+            json=draft(cycle, "FR"),
+            headers=await make_token("fr-mgr", Role.PLANNER),
+        )
+        assert revised.status_code == 200, revised.text
+    published = await cli("checkpoint", "--json")
+    assert published.exit_code == 0, published.output
+    assert json.loads(published.output)["checkpoint"]["checkpoint"]["key_id"] == rotation["signing"]
+    shown_key = await cli("public-key")
+    assert f"signing key: {rotation['signing']}" in shown_key.output, shown_key.output
+    both = ("--trusted-key", key_id, "--trusted-key", rotation["signing"])
+    across = await cli("consistency", str(kept), *both)
+    assert across.exit_code == 0 and across.output.startswith("PROVED: checkpoint 3 extends"), across.output
+    only_old = await cli("consistency", str(kept), "--trusted-key", key_id)
+    assert only_old.exit_code == 2, only_old.output
+    elsewhere = {"PLANLOOP_AUDIT_KEY_FILE": str(tmp_path / "elsewhere" / "audit-key.pem")}
+    no_key = await asyncio.to_thread(runner.invoke, integrity_app, ["rotate-key"], env=elsewhere)
+    assert no_key.exit_code == 1 and "no checkpoint signing key at" in no_key.output, no_key.output
+
 
 async def test_reading_the_public_key_does_not_create_the_signing_key(
     http: httpx.AsyncClient, admin: Any, auditor: Any, store: EventStore, tmp_path: Path
