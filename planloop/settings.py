@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="PEM file of the Ed25519 key that signs audit checkpoints; generated (mode 0600) on "
         "first use. Unset: audit-key.pem in the data folder.",
     )
+    secrets_key_file: Path | None = Field(
+        default=None,
+        description="File of the key that seals the webhook subscriptions' and inbound sources' shared "
+        "secrets in the database; generated (mode 0600) on first use. Every API host needs the same file. "
+        "Unset: secrets-key in the data folder.",
+    )
     audit_checkpoint_interval: float = Field(
         default=300.0,
         ge=0,
@@ -140,6 +146,10 @@ class Settings(BaseSettings):
     @property
     def audit_key_path(self) -> Path:
         return self.audit_key_file or self.data_dir / "audit-key.pem"
+
+    @property
+    def secrets_key_path(self) -> Path:
+        return self.secrets_key_file or self.data_dir / "secrets-key"
 
 
 def env_name(field: str) -> str:

@@ -29,6 +29,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from eventstore import EventStore
+from planloop.integration.sealing import Sealer
 from planloop.migrations import migrate
 
 # pytest-xdist's workers start with COLUMNS=80 in their environment, and a rich Console fixes its width
@@ -194,3 +195,9 @@ async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture
+def sealer(tmp_path: Path) -> Sealer:
+    """Seals the shared secrets of webhook subscriptions and inbound sources, with a key of its own."""
+    return Sealer(tmp_path / "secrets-key")

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from planloop.integration.sealing import Sealer, seal_stored_secrets
+from planloop.logging import get_logger
+
 from . import (
     actuals,
     audit_history,
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from eventstore import EventStore
     from planloop.settings import Settings
 
+log = get_logger(__name__)
+
 DESCRIPTION = """\
 The front door of planloop: open planning cycles, send every domain command to a plan, and read plans,
 their revisions and the diff between any two.
@@ -53,10 +58,15 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
     read models' projector and the webhook sender (see ``background``).
     """
 
+    sealer = Sealer(settings.secrets_key_path)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sealed = await seal_stored_secrets(store.pool, sealer)
+        if sealed:
+            log.info("sealed shared secrets stored in plain text", count=sealed)
         async with background_work(
-            store, settings.database_url, private_targets=settings.webhook_private_targets
+            store, settings.database_url, sealer, private_targets=settings.webhook_private_targets
         ) as work:
             app.state.feed_notifier = work.notifier
             yield
@@ -66,7 +76,8 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
     app.state.store = store
     app.state.client = client
     app.state.reader = Reader(store)
-    app.state.idempotency = Idempotency(store.pool)
+    app.state.sealer = sealer
+    app.state.idempotency = Idempotency(store.pool, sealer)
     install_error_handlers(app)
 
     @app.get("/health", tags=["service"])

@@ -26,6 +26,7 @@ import httpx
 
 from eventstore import EventStore
 from planloop.integration import FeedNotifier, WebhookDispatcher, WebhookSender
+from planloop.integration.sealing import Sealer
 from planloop.integration.webhooks import check_target
 from planloop.logging import get_logger
 from planloop.readmodels import Projection, Projector, all_projections
@@ -117,7 +118,7 @@ async def keep_running(
 
 @contextlib.asynccontextmanager
 async def background_work(
-    store: EventStore, database_url: str | None, *, private_targets: bool = False
+    store: EventStore, database_url: str | None, sealer: Sealer, *, private_targets: bool = False
 ) -> AsyncIterator[BackgroundWork]:
     """Start the notifier, the projector and the webhook sender; stop them on exit. Unless
     ``private_targets``, the sender refuses webhook targets that resolve to non-public addresses."""
@@ -129,7 +130,7 @@ async def background_work(
         log.warning("no database URL: long polls of GET /events poll instead of waking on NOTIFY")
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as http:
         guard = None if private_targets else check_target
-        sender = WebhookSender(store.pool, http, target_guard=guard)
+        sender = WebhookSender(store.pool, http, sealer, target_guard=guard)
         work.tasks = [
             asyncio.create_task(
                 keep_running(

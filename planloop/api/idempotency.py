@@ -23,6 +23,8 @@ from fastapi import Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
+from planloop.integration.sealing import Sealer
+
 from .auth import Principal
 from .errors import IDEMPOTENCY_KEY_IN_PROGRESS, IDEMPOTENCY_KEY_REUSED, INVALID_REQUEST, ApiError
 
@@ -75,8 +77,12 @@ def request_id(principal: Principal, key: str | None) -> str:
 
 
 class Idempotency:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Answers stored per key. An answer's ``secret`` (a shared secret shown once, which a retry must get
+    again) is stored sealed by ``sealer``, as the secret itself is."""
+
+    def __init__(self, pool: asyncpg.Pool, sealer: Sealer) -> None:
         self.pool = pool
+        self.sealer = sealer
 
     async def run(
         self,
@@ -110,7 +116,7 @@ class Idempotency:
                 )
             if row["status_code"] is not None:
                 return _response(
-                    json.loads(row["response"]) if isinstance(row["response"], str) else row["response"],
+                    self._opened(row["response"]),
                     row["status_code"],
                     {REPLAYED_HEADER: "true"},
                 )
@@ -139,8 +145,20 @@ class Idempotency:
             raise
         encoded = jsonable_encoder(body)
         if key is not None:
-            await self.pool.execute(_STORE, principal.principal_id, key, status, json.dumps(encoded))
+            stored = json.dumps(self._sealed(encoded))
+            await self.pool.execute(_STORE, principal.principal_id, key, status, stored)
         return _response(encoded, status)
+
+    def _sealed(self, answer: Any) -> Any:
+        if isinstance(answer, dict) and isinstance(answer.get("secret"), str):
+            return {**answer, "secret": self.sealer.seal(answer["secret"])}
+        return answer
+
+    def _opened(self, stored: Any) -> Any:
+        answer = json.loads(stored) if isinstance(stored, str) else stored
+        if isinstance(answer, dict) and isinstance(answer.get("secret"), str):
+            return {**answer, "secret": self.sealer.open(answer["secret"])}
+        return answer
 
     async def _release(self, principal: Principal, key: str | None) -> None:
         # Nothing was answered: free the key, so the caller's retry acts (the workflow dedups a repeat).

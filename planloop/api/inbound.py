@@ -130,7 +130,7 @@ async def register_source(
         row = await pool.fetchrow(
             _UPSERT,
             body.source,
-            secret,
+            request.app.state.sealer.seal(secret),
             body.actor or f"inbound:{body.source}",
             body.scopes,
             principal.principal_id,
@@ -214,7 +214,7 @@ async def inbound_actuals(
     registered = await _source(pool, source)
     raw = await request.body()
     try:
-        verify_signature(registered["secret"], timestamp, raw, signature)
+        verify_signature(request.app.state.sealer.open(registered["secret"]), timestamp, raw, signature)
     except SignatureError as err:
         raise _refused(err.reason) from None
     try:

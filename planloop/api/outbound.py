@@ -141,7 +141,11 @@ async def subscribe(
     async def act(_: str) -> tuple[int, Any]:
         try:
             created = await create_subscription(
-                request.app.state.store.pool, str(body.url), secret=body.secret, event_types=body.event_types
+                request.app.state.store.pool,
+                request.app.state.sealer,
+                str(body.url),
+                secret=body.secret,
+                event_types=body.event_types,
             )
         except ValueError as err:
             raise ApiError(422, INVALID_REQUEST, str(err)) from None

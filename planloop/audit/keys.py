@@ -18,7 +18,6 @@ Beside the key file ``K``, also off the database host:
 from __future__ import annotations
 
 import base64
-import contextlib
 import fcntl
 import hashlib
 import json
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from planloop.errors import PlanloopError
+from planloop.private_files import create_exclusive, open_to_others, replace_atomically
 
 KEY_PREFIX = "ed25519:"
 
@@ -144,31 +144,12 @@ def write_last_signed(path: Path, record: LastSigned) -> None:
     """Replace the record in ``path`` atomically: a crash leaves the old record or the new, never half."""
     text = json.dumps({"sequence": record.sequence, "digest": record.digest}) + "\n"
     try:
-        _replace(path, text.encode("utf-8"), 0o600)
+        replace_atomically(path, text.encode("utf-8"), 0o600)
     except OSError as exc:
         raise SigningKeyError(
             f"cannot write the record of the last signed checkpoint {path} ({exc.strerror}); make its "
             "folder writable"
         ) from None
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` atomically and durably: after a crash, the old file or the new."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -211,8 +192,8 @@ def rotate_signing_key(path: Path) -> Rotation:
                 text = trusted.read_text(encoding="ascii") if trusted.exists() else ""
                 if text and not text.endswith("\n"):
                     text += "\n"
-                _replace(trusted, (text + public_pem(retired)).encode("ascii"), 0o644)
-            _replace(path, pem, 0o600)
+                replace_atomically(trusted, (text + public_pem(retired)).encode("ascii"), 0o644)
+            replace_atomically(path, pem, 0o600)
         except OSError as exc:
             raise SigningKeyError(
                 f"cannot rotate the signing key {path} ({exc.strerror}); make its folder writable"
@@ -246,16 +227,7 @@ def _create(path: Path) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(pem)
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_exclusive(path, pem)
     except OSError as exc:
         raise SigningKeyError(
             f"cannot create the checkpoint signing key {path} ({exc.strerror}); "
@@ -269,7 +241,7 @@ def _load(path: Path) -> Ed25519PrivateKey:
         data = path.read_bytes()
     except OSError as exc:
         raise SigningKeyError(f"cannot read the checkpoint signing key {path} ({exc.strerror})") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if open_to_others(mode):
         raise SigningKeyError(
             f"the checkpoint signing key {path} is readable by others (mode {stat.filemode(mode)}); "
             f"run `chmod 600 {path}`"

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from eventstore import RecordedEvent
 from planloop.integration.feed import feed_event
+from planloop.integration.sealing import Sealer
 from planloop.readmodels.projector import Projection
 
 log = structlog.stdlib.get_logger("planloop.webhooks")
@@ -88,11 +89,17 @@ class WebhookSubscription(BaseModel):
 
 
 async def create_subscription(
-    pool: asyncpg.Pool, url: str, *, secret: str | None = None, event_types: list[str] | None = None
+    pool: asyncpg.Pool,
+    sealer: Sealer,
+    url: str,
+    *,
+    secret: str | None = None,
+    event_types: list[str] | None = None,
 ) -> WebhookSubscription:
     """Subscribe ``url`` to events (of ``event_types``, or all) recorded from now on.
 
-    Without a ``secret`` a random one is made; the receiver needs it to check signatures.
+    Without a ``secret`` a random one is made; the receiver needs it to check signatures. It is stored
+    sealed by ``sealer``; the subscription returned holds it in the clear, to hand to the receiver once.
     """
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"webhook url {url!r} must start with http:// or https://")
@@ -100,10 +107,9 @@ async def create_subscription(
         httpx.URL(url)
     except httpx.InvalidURL as err:
         raise ValueError(f"webhook url {url!r} is not a valid URL ({err}); correct it") from None
-    row = await pool.fetchrow(
-        INSERT_SUBSCRIPTION, uuid.uuid4(), url, secret or secrets.token_urlsafe(32), event_types
-    )
-    return WebhookSubscription.model_validate(dict(row))
+    secret = secret or secrets.token_urlsafe(32)
+    row = await pool.fetchrow(INSERT_SUBSCRIPTION, uuid.uuid4(), url, sealer.seal(secret), event_types)
+    return WebhookSubscription.model_validate({**dict(row), "secret": secret})
 
 
 async def set_subscription_active(
@@ -347,6 +353,7 @@ class WebhookSender:
         self,
         pool: asyncpg.Pool,
         client: httpx.AsyncClient,
+        sealer: Sealer,
         *,
         max_attempts: int = 10,
         base_delay: float = 2.0,
@@ -362,6 +369,7 @@ class WebhookSender:
         the POST connects to."""
         self.pool = pool
         self.client = client
+        self.sealer = sealer
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -415,7 +423,7 @@ class WebhookSender:
             EVENT_ID_HEADER: str(delivery.event_id),
             DELIVERY_HEADER: str(delivery.id),
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(delivery.secret, timestamp, delivery.body),
+            SIGNATURE_HEADER: sign(self.sealer.open(delivery.secret), timestamp, delivery.body),
             ATTEMPT_HEADER: str(delivery.attempts),
         }
         try:

@@ -111,10 +111,12 @@ async def test_a_key_replays_registrations_and_deletes_instead_of_acting_again(
     again = await http.post("/inbound/sources", json={"source": "crm"}, headers=register)
     assert first.status_code == again.status_code == 201, first.text
     assert again.json()["secret"] == first.json()["secret"] and again.headers["idempotent-replayed"] == "true"
-    assert (
-        await store.pool.fetchval("SELECT secret FROM inbound_sources WHERE source = 'crm'")
-        == (first.json()["secret"])
+    # Stored sealed, in the source and in the key's stored answer alike.
+    stored = await store.pool.fetchval("SELECT secret FROM inbound_sources WHERE source = 'crm'")
+    answer = await store.pool.fetchval(
+        "SELECT response::text FROM idempotency_keys WHERE key = 'register-crm'"
     )
+    assert stored.startswith("sealed:v1:") and first.json()["secret"] not in stored + answer
     other = await http.post("/inbound/sources", json={"source": "crm"}, headers=admin)
     assert other.json()["secret"] != first.json()["secret"]
     # Registered again, the first secret no longer works: its stored answer no longer holds it either.

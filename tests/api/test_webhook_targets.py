@@ -25,6 +25,7 @@ from eventstore import EventStore
 from planloop.api import create_app
 from planloop.api.auth import Role, create_token
 from planloop.integration import WebhookSender, create_subscription
+from planloop.integration.sealing import Sealer
 from planloop.integration.webhooks import TargetCheck, check_target, target_refusal
 from planloop.settings import Settings
 from tests.conftest import free_port
@@ -93,7 +94,7 @@ async def test_the_subscription_is_refused_unless_the_setting_allows_it(
 
 
 async def test_the_sender_fails_a_delivery_to_a_name_that_resolves_inside_without_contacting_it(
-    store: EventStore, monkeypatch: pytest.MonkeyPatch
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, sealer: Sealer
 ) -> None:
     # A name passes the URL check; this one resolves (in this test's resolver) to a private address.
     async def resolve(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
@@ -102,7 +103,9 @@ async def test_the_sender_fails_a_delivery_to_a_name_that_resolves_inside_withou
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
     assert target_refusal("http://hooks.corp.example/hook") is None
-    subscription = await create_subscription(store.pool, "http://hooks.corp.example/hook", secret="s" * 16)
+    subscription = await create_subscription(
+        store.pool, sealer, "http://hooks.corp.example/hook", secret="s" * 16
+    )
     await store.pool.execute(
         "INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body) "
         "VALUES ($1, $2, $3, 'PlanSubmitted', '{}')",
@@ -117,7 +120,7 @@ async def test_the_sender_fails_a_delivery_to_a_name_that_resolves_inside_withou
         return httpx.Response(204)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(receive)) as client:
-        sender = WebhookSender(store.pool, client, target_guard=check_target)
+        sender = WebhookSender(store.pool, client, sealer, target_guard=check_target)
         assert await sender.send_due() == 1
         assert await sender.send_due() == 0  # failed at once: nothing left to retry
     row = await store.pool.fetchrow("SELECT status, attempts, last_error FROM webhook_deliveries")
@@ -126,8 +129,8 @@ async def test_the_sender_fails_a_delivery_to_a_name_that_resolves_inside_withou
     assert contacted == []
 
 
-async def test_without_a_guard_the_sender_posts_to_any_target(store: EventStore) -> None:
-    subscription = await create_subscription(store.pool, "http://127.0.0.1:9/hook", secret="s" * 16)
+async def test_without_a_guard_the_sender_posts_to_any_target(store: EventStore, sealer: Sealer) -> None:
+    subscription = await create_subscription(store.pool, sealer, "http://127.0.0.1:9/hook", secret="s" * 16)
     await store.pool.execute(
         "INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body) "
         "VALUES ($1, $2, $3, 'PlanSubmitted', '{}')",
@@ -136,12 +139,12 @@ async def test_without_a_guard_the_sender_posts_to_any_target(store: EventStore)
         uuid.uuid4(),
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(204))) as client:
-        assert await WebhookSender(store.pool, client).send_due() == 1
+        assert await WebhookSender(store.pool, client, sealer).send_due() == 1
     assert await store.pool.fetchval("SELECT status FROM webhook_deliveries") == "delivered"
 
 
-async def _one_delivery(store: EventStore, url: str) -> uuid.UUID:
-    subscription = await create_subscription(store.pool, url, secret="s" * 16)
+async def _one_delivery(store: EventStore, url: str, sealer: Sealer) -> uuid.UUID:
+    subscription = await create_subscription(store.pool, sealer, url, secret="s" * 16)
     delivery_id = uuid.uuid4()
     await store.pool.execute(
         "INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body) "
@@ -154,7 +157,7 @@ async def _one_delivery(store: EventStore, url: str) -> uuid.UUID:
 
 
 async def test_the_post_connects_to_the_address_that_was_checked(
-    store: EventStore, monkeypatch: pytest.MonkeyPatch
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, sealer: Sealer
 ) -> None:
     # DNS rebinding: the name resolves to a public address when checked, to loopback right after.
     answers = iter(["93.184.216.34", "127.0.0.1"])
@@ -163,7 +166,7 @@ async def test_the_post_connects_to_the_address_that_was_checked(
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
-    await _one_delivery(store, "https://hooks.example.com:8443/hook")
+    await _one_delivery(store, "https://hooks.example.com:8443/hook", sealer)
     contacted: list[httpx.Request] = []
 
     def receive(request: httpx.Request) -> httpx.Response:
@@ -171,7 +174,7 @@ async def test_the_post_connects_to_the_address_that_was_checked(
         return httpx.Response(204)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(receive)) as client:
-        assert await WebhookSender(store.pool, client, target_guard=check_target).send_due() == 1
+        assert await WebhookSender(store.pool, client, sealer, target_guard=check_target).send_due() == 1
     [request] = contacted
     assert (request.url.host, request.url.port, request.url.path) == ("93.184.216.34", 8443, "/hook")
     assert request.headers["host"] == "hooks.example.com:8443"
@@ -180,16 +183,16 @@ async def test_the_post_connects_to_the_address_that_was_checked(
 
 
 async def test_a_name_that_does_not_resolve_is_retried_without_a_post(
-    store: EventStore, monkeypatch: pytest.MonkeyPatch
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, sealer: Sealer
 ) -> None:
     async def resolve(host: str, port: int, **_: Any) -> list[tuple[Any, ...]]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", resolve)
-    await _one_delivery(store, "http://hooks.gone.example/hook")
+    await _one_delivery(store, "http://hooks.gone.example/hook", sealer)
     contacted: list[httpx.Request] = []
     async with httpx.AsyncClient(transport=httpx.MockTransport(contacted.append)) as client:  # type: ignore[arg-type]
-        sender = WebhookSender(store.pool, client, target_guard=check_target, jitter=lambda: 1.0)
+        sender = WebhookSender(store.pool, client, sealer, target_guard=check_target, jitter=lambda: 1.0)
         assert await sender.send_due() == 1
     row = await store.pool.fetchrow("SELECT status, attempts, last_error FROM webhook_deliveries")
     assert (row["status"], row["attempts"]) == ("pending", 1)
@@ -239,7 +242,7 @@ def _certificate_authority(tmp_path: Path, name: str) -> tuple[Path, Path, Path]
 
 
 async def test_https_to_the_checked_address_verifies_the_certificate_against_the_name(
-    store: EventStore, tmp_path: Path
+    store: EventStore, tmp_path: Path, sealer: Sealer
 ) -> None:
     # A receiver on loopback whose certificate names hooks.test only; the guard checked both names below
     # and found 127.0.0.1 (a guard of this test: the real one refuses loopback).
@@ -270,10 +273,10 @@ async def test_https_to_the_checked_address_verifies_the_certificate_against_the
         return TargetCheck(address="127.0.0.1")
 
     try:
-        named = await _one_delivery(store, f"https://hooks.test:{port}/hook")
-        other = await _one_delivery(store, f"https://other.test:{port}/hook")
+        named = await _one_delivery(store, f"https://hooks.test:{port}/hook", sealer)
+        other = await _one_delivery(store, f"https://other.test:{port}/hook", sealer)
         async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(ca_file))) as client:
-            sender = WebhookSender(store.pool, client, target_guard=to_loopback, max_attempts=1)
+            sender = WebhookSender(store.pool, client, sealer, target_guard=to_loopback, max_attempts=1)
             assert await sender.send_due() == 2
     finally:
         server.should_exit = True

@@ -30,6 +30,7 @@ from planloop.integration import (
     sign,
     verify_signature,
 )
+from planloop.integration.sealing import Sealer
 from planloop.integration.webhooks import Delivery
 from planloop.readmodels import catch_up, reset
 from tests.conftest import free_port
@@ -95,17 +96,17 @@ async def send_until_settled(sender: WebhookSender, store: EventStore, seconds: 
 
 
 async def test_deliveries_are_retried_with_backoff_until_the_receiver_answers(
-    store: EventStore, receiver: tuple[Receiver, str]
+    store: EventStore, receiver: tuple[Receiver, str], sealer: Sealer
 ) -> None:
     hook, url = receiver
-    await create_subscription(store.pool, url, secret=SECRET)
+    await create_subscription(store.pool, sealer, url, secret=SECRET)
     w = PlanWriter(store, drafted())
     await w.flush()
     assert await catch_up(store, WebhookDispatcher()) == 2
     stored = [e async for e in store.iter_all()]
 
     async with httpx.AsyncClient(timeout=5) as client:
-        sender = WebhookSender(store.pool, client, base_delay=0.2, jitter=lambda: 1.0)
+        sender = WebhookSender(store.pool, client, sealer, base_delay=0.2, jitter=lambda: 1.0)
         await send_until_settled(sender, store)
 
     rows = await deliveries(store)
@@ -136,31 +137,31 @@ class CrashAfterPost(WebhookSender):
 
 
 async def test_a_sender_crash_after_the_post_resends_and_the_receiver_dedupes_by_event_id(
-    store: EventStore, receiver: tuple[Receiver, str]
+    store: EventStore, receiver: tuple[Receiver, str], sealer: Sealer
 ) -> None:
     hook, url = receiver
     hook.failures = 0
-    await create_subscription(store.pool, url, secret=SECRET)
+    await create_subscription(store.pool, sealer, url, secret=SECRET)
     await PlanWriter(store, drafted()).flush()
     await catch_up(store, WebhookDispatcher())
     async with httpx.AsyncClient(timeout=5) as client:
         with pytest.raises(RuntimeError, match="the sender died"):
-            await CrashAfterPost(store.pool, client, lease=0.3).send_due()
+            await CrashAfterPost(store.pool, client, sealer, lease=0.3).send_due()
         # Within its lease nobody else takes the delivery; after it, another sender sends it again.
-        assert await WebhookSender(store.pool, client).send_due() == 0
+        assert await WebhookSender(store.pool, client, sealer).send_due() == 0
         await asyncio.sleep(0.35)
-        assert await WebhookSender(store.pool, client).send_due() == 2
+        assert await WebhookSender(store.pool, client, sealer).send_due() == 2
     assert len(hook.calls) == 4 and len(hook.processed) == 2
     assert [(r["attempts"], r["status"]) for r in await deliveries(store)] == [(2, "delivered")] * 2
 
 
 async def test_subscriptions_filter_event_types_and_pause_and_each_event_is_enqueued_once(
-    store: EventStore,
+    store: EventStore, sealer: Sealer
 ) -> None:
     submitted_only = await create_subscription(
-        store.pool, "http://127.0.0.1:9/a", event_types=["PlanSubmitted"]
+        store.pool, sealer, "http://127.0.0.1:9/a", event_types=["PlanSubmitted"]
     )
-    paused = await create_subscription(store.pool, "http://127.0.0.1:9/b")
+    paused = await create_subscription(store.pool, sealer, "http://127.0.0.1:9/b")
     assert len(submitted_only.secret) >= 32
     await set_subscription_active(store.pool, paused.id, False)
     w = PlanWriter(store, drafted())
@@ -188,13 +189,15 @@ async def test_subscriptions_filter_event_types_and_pause_and_each_event_is_enqu
     await catch_up(store, dispatcher)
     assert await queued() == first
     with pytest.raises(ValueError, match="must start with http"):
-        await create_subscription(store.pool, "ftp://example.com")
+        await create_subscription(store.pool, sealer, "ftp://example.com")
     with pytest.raises(ValueError, match="not a valid URL"):
-        await create_subscription(store.pool, "http://exa mple.com/\thook")
+        await create_subscription(store.pool, sealer, "http://exa mple.com/\thook")
 
 
-async def test_a_delivery_gives_up_after_its_last_attempt_and_keeps_the_error(store: EventStore) -> None:
-    await create_subscription(store.pool, "http://receiver.test/hook", secret=SECRET)
+async def test_a_delivery_gives_up_after_its_last_attempt_and_keeps_the_error(
+    store: EventStore, sealer: Sealer
+) -> None:
+    await create_subscription(store.pool, sealer, "http://receiver.test/hook", secret=SECRET)
     await PlanWriter(store, drafted()).flush()
     await catch_up(store, WebhookDispatcher())
 
@@ -202,7 +205,7 @@ async def test_a_delivery_gives_up_after_its_last_attempt_and_keeps_the_error(st
         return httpx.Response(500, text="database down")
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as client:
-        sender = WebhookSender(store.pool, client, max_attempts=2, base_delay=0.01)
+        sender = WebhookSender(store.pool, client, sealer, max_attempts=2, base_delay=0.01)
         await send_until_settled(sender, store)
     assert [(r["attempts"], r["status"], r["last_error"]) for r in await deliveries(store)] == [
         (2, "failed", "HTTP 500: database down")
@@ -210,7 +213,7 @@ async def test_a_delivery_gives_up_after_its_last_attempt_and_keeps_the_error(st
 
 
 def test_backoff_doubles_up_to_its_cap_and_is_jittered() -> None:
-    sender = WebhookSender(None, None, base_delay=1, max_delay=10, jitter=lambda: 1.0)  # type: ignore[arg-type]
+    sender = WebhookSender(None, None, None, base_delay=1, max_delay=10, jitter=lambda: 1.0)  # type: ignore[arg-type]
     assert [sender.backoff(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 4, 8, 10]
     sender.jitter = lambda: 0.0
     assert sender.backoff(3) == 2
