@@ -158,6 +158,7 @@ ANSWERS: list[tuple[str, str, Any]] = [
                     "gate_due_at": AT,
                     "escalated": True,
                     "overdue_months": 1,
+                    "actuals_overdue_months": [MARK],
                     "explanations_overdue": 0,
                     "overdue": True,
                 }
