@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import ErrorCode
+from planloop.integration.sealing import SealingKeyError
 
 E = ErrorCode
 
@@ -78,6 +79,7 @@ INVALID_REQUEST = "invalid_request"
 IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
 IDEMPOTENCY_KEY_IN_PROGRESS = "idempotency_key_in_progress"
 UNAVAILABLE = "unavailable"
+SECRETS_KEY_UNUSABLE = "secrets_key_unusable"
 PACED_CYCLES_OFF = "paced_cycles_off"
 
 
@@ -134,6 +136,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(SealingKeyError)
+    async def _sealing_key(_: Request, exc: SealingKeyError) -> JSONResponse:
+        body = {"code": SECRETS_KEY_UNUSABLE, "message": f"{exc} (PLANLOOP_SECRETS_KEY_FILE)"}
+        return JSONResponse(body, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

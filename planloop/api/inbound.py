@@ -125,12 +125,13 @@ async def register_source(
 
     async def act(_: str) -> Answer:
         secret = body.secret or secrets.token_urlsafe(32)
+        sealed = request.app.state.sealer.seal(secret)  # first: a key that fails changes nothing
         pool = request.app.state.store.pool
         await pool.execute(_FORGET_SECRETS, body.source)  # the old secret stops working now
         row = await pool.fetchrow(
             _UPSERT,
             body.source,
-            request.app.state.sealer.seal(secret),
+            sealed,
             body.actor or f"inbound:{body.source}",
             body.scopes,
             principal.principal_id,

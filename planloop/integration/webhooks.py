@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from eventstore import RecordedEvent
 from planloop.integration.feed import feed_event
-from planloop.integration.sealing import Sealer
+from planloop.integration.sealing import Sealer, SealingKeyError
 from planloop.readmodels.projector import Projection
 
 log = structlog.stdlib.get_logger("planloop.webhooks")
@@ -400,7 +400,11 @@ class WebhookSender:
             await self.pool.execute(MARK_FAILED_ATTEMPT, delivery.id, 0, 0, reason)
             log.warning("webhook target refused", delivery=str(delivery.id), reason=check.refusal)
             return
-        error = check.error or await self._post(delivery, check.address)
+        try:
+            secret = self.sealer.open(delivery.secret)
+        except SealingKeyError as exc:  # the key may be restored: retried with backoff, as any failure
+            secret, check = "", TargetCheck(error=f"cannot sign: {exc}")
+        error = check.error or await self._post(delivery, check.address, secret)
         if error is None:
             await self._mark_delivered(delivery)
             return
@@ -415,7 +419,7 @@ class WebhookSender:
             retry_in=None if delivery.attempts >= self.max_attempts else round(delay, 3),
         )
 
-    async def _post(self, delivery: Delivery, address: str | None) -> str | None:
+    async def _post(self, delivery: Delivery, address: str | None, secret: str) -> str | None:
         """POST the delivery (to ``address`` when given); None on a 2xx, else what went wrong."""
         timestamp = int(self.clock().timestamp())
         headers = {
@@ -423,7 +427,7 @@ class WebhookSender:
             EVENT_ID_HEADER: str(delivery.event_id),
             DELIVERY_HEADER: str(delivery.id),
             TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(self.sealer.open(delivery.secret), timestamp, delivery.body),
+            SIGNATURE_HEADER: sign(secret, timestamp, delivery.body),
             ATTEMPT_HEADER: str(delivery.attempts),
         }
         try:

@@ -16,6 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from eventstore import EventStore
+from planloop.integration import WebhookSender
 from planloop.integration.sealing import PREFIX, Sealer, SealingKeyError, seal_stored_secrets
 from tests.api.test_inbound import signed
 
@@ -128,3 +129,44 @@ async def test_secrets_stored_in_plain_text_keep_working_and_are_sealed_once(
     assert all(r["secret"].startswith(PREFIX) for r in rows)
     after = await http.post("/inbound/legacy/actuals", content=body, headers=signed(SECRET, body))
     assert after.status_code == before.status_code, after.text
+
+
+async def test_an_unusable_key_is_a_clear_503_that_changes_nothing_and_deliveries_wait(
+    app: FastAPI, http: httpx.AsyncClient, admin: Any, store: EventStore, tmp_path: Path
+) -> None:
+    registered = await http.post("/inbound/sources", json={"source": "erp", "secret": SECRET}, headers=admin)
+    assert registered.status_code == 201
+    subscribed = await http.post(
+        "/webhooks/subscriptions", json={"url": "http://127.0.0.1:9/h"}, headers=admin
+    )
+    assert subscribed.status_code == 201
+    # The key file is swapped for another key (a host set up without the shared file).
+    app.state.sealer.key_file.unlink()
+    app.state.sealer._fernet = None
+    before = await store.pool.fetchval("SELECT secret FROM inbound_sources WHERE source = 'erp'")
+    body = json.dumps({"cycle_id": "FY-NONE", "rows": []}).encode()
+    refused = await http.post("/inbound/erp/actuals", content=body, headers=signed(SECRET, body))
+    assert (refused.status_code, refused.json()["code"]) == (503, "secrets_key_unusable"), refused.text
+    assert "sealed under another key" in refused.json()["message"]
+    again = await http.post("/inbound/sources", json={"source": "erp"}, headers=admin)
+    assert again.status_code == 201  # a new secret, sealed under the new key: registering again recovers
+    assert await store.pool.fetchval("SELECT secret FROM inbound_sources WHERE source = 'erp'") != before
+
+    # A delivery whose secret cannot be opened is an attempt that failed, retried later; never stuck.
+    subscription_id = uuid.UUID(subscribed.json()["id"])
+    delivery_id = uuid.uuid4()
+    await store.pool.execute(
+        "INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body) "
+        "VALUES ($1, $2, $3, 'PlanSubmitted', '{}')",
+        delivery_id,
+        subscription_id,
+        uuid.uuid4(),
+    )
+    async with httpx.AsyncClient() as client:
+        sender = WebhookSender(store.pool, client, Sealer(tmp_path / "yet-another-key"))
+        sent = await sender.send_due()
+    row = await store.pool.fetchrow(
+        "SELECT status, attempts, last_error FROM webhook_deliveries WHERE id = $1", delivery_id
+    )
+    assert sent >= 1 and (row["status"], row["attempts"]) == ("pending", 1)
+    assert row["last_error"].startswith("cannot sign: a stored secret was sealed under another key")
