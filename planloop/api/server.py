@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -108,7 +109,10 @@ async def _serve_on(
 async def _serve(server: uvicorn.Server, sock: socket.socket, settings: Settings) -> None:
     try:
         await server.serve(sockets=[sock])
-    except (OSError, SystemExit):  # another program listens on the port (it bound it with SO_REUSEADDR too)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # Another program listens on the port: it bound it with SO_REUSEADDR too, before we listened.
         raise PortInUseError(
             "the HTTP API", settings.api_host, settings.api_port, "PLANLOOP_API_PORT"
         ) from None

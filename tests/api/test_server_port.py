@@ -65,3 +65,21 @@ async def test_the_api_serves_on_the_reserved_socket_and_frees_it_when_stopped(
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", config.api_port))
+
+
+async def test_of_two_reservations_of_one_port_the_second_to_listen_is_refused(
+    dev_server_env: WorkflowEnvironment, store: EventStore, database_url: str
+) -> None:
+    # Neither listens yet, so both binds succeed (SO_REUSEADDR); the second to listen gets the clear error.
+    config = settings(free_port(), database_url=database_url)
+    first, second = reserve_api_port(config), reserve_api_port(config)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    serving = asyncio.create_task(serve_api(config, store, dev_server_env.client, stop, ready, first))
+    await asyncio.wait_for(ready.wait(), 30)
+    try:
+        with pytest.raises(PortInUseError, match="PLANLOOP_API_PORT"):
+            await serve_api(config, store, dev_server_env.client, asyncio.Event(), sock=second)
+        assert second.fileno() == -1
+    finally:
+        stop.set()
+        await serving
