@@ -267,12 +267,17 @@ async def test_a_publish_whose_unlock_fails_does_not_leak_the_publish_lock(
     assert new and second is not None and second.sequence == 2
 
 
-async def test_after_a_key_rotation_earlier_checkpoints_count_only_under_keys_listed_beside_the_key(
-    store: EventStore, checkpoints: Checkpoints, key_file: Path
-) -> None:
+async def first_checkpoint(store: EventStore, checkpoints: Checkpoints) -> SignedCheckpoint:
     await append(store, PLAN, 1)
     first, _ = await checkpoints.publish()
     assert first is not None
+    return first
+
+
+async def test_after_a_key_rotation_earlier_checkpoints_count_only_under_keys_listed_beside_the_key(
+    store: EventStore, checkpoints: Checkpoints, key_file: Path
+) -> None:
+    first = await first_checkpoint(store, checkpoints)
     retired = checkpoints.public_key
     key_file.rename(key_file.with_name("retired.pem"))  # a new key is made at the same place
     rotated = Checkpoints(store, key_file)
@@ -307,9 +312,7 @@ def listed(key_file: Path) -> list[str]:
 async def test_rotate_key_lists_the_old_key_and_a_running_publisher_signs_with_the_new_one(
     store: EventStore, checkpoints: Checkpoints, key_file: Path
 ) -> None:
-    await append(store, PLAN, 1)
-    first, _ = await checkpoints.publish()
-    assert first is not None
+    first = await first_checkpoint(store, checkpoints)
     retired = checkpoints.public_key
     rotation = keys.rotate_signing_key(key_file)
     assert rotation.retired == first.key_id != rotation.signing
