@@ -30,25 +30,34 @@ def create_exclusive(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _sync_folder(path)  # the new name survives a power loss (what it keys may be committed elsewhere)
 
 
-def replace_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` atomically and durably: after a crash, the old file or the new."""
+def replace_atomically(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """Write ``data`` to ``path`` atomically and durably: after a crash, the old file or the new.
+
+    ``owner`` (uid, gid) keeps the file its owner's when someone else (root) replaces it."""
     tmp = _temporary(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        if owner is not None and owner != (os.getuid(), os.getgid()):
+            os.fchown(fd, *owner)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        _sync_folder(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _sync_folder(path: Path) -> None:
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def _temporary(path: Path) -> Path:

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     secrets_key_file: Path | None = Field(
         default=None,
         description="File of the key that seals the webhook subscriptions' and inbound sources' shared "
-        "secrets in the database; generated (mode 0600) on first use. Every API host needs the same file. "
+        "secrets in the database; generated (mode 0600) at the API's first start; every API host needs the same file. "
         "Unset: secrets-key in the data folder.",
     )
     audit_checkpoint_interval: float = Field(

@@ -200,4 +200,5 @@ async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def sealer(tmp_path: Path) -> Sealer:
     """Seals the shared secrets of webhook subscriptions and inbound sources, with a key of its own."""
+    Sealer.make_key(tmp_path / "secrets-key")
     return Sealer(tmp_path / "secrets-key")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from planloop.integration.sealing import Sealer, seal_stored_secrets
+from planloop.integration.sealing import Sealer
 from planloop.logging import get_logger
 
 from . import (
@@ -62,7 +62,7 @@ def create_app(settings: Settings, *, store: EventStore, client: Client) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sealed = await seal_stored_secrets(store.pool, sealer)
+        sealed = await sealer.prepare(store.pool)
         if sealed:
             log.info("sealed shared secrets stored in plain text", count=sealed)
         async with background_work(

@@ -117,8 +117,11 @@ def list_plans(
         table.add_column("waiting for")
     for p in listed["plans"]:
         overdue_parts = []
-        if p["actuals_overdue_months"]:
-            overdue_parts.append(f"actuals of {', '.join(p['actuals_overdue_months'])}")
+        months = p.get("actuals_overdue_months")  # an older server gives only the count
+        if months:
+            overdue_parts.append(f"actuals of {', '.join(months)}")
+        elif p["overdue_months"]:
+            overdue_parts.append(f"{p['overdue_months']} month(s) of actuals")
         if p["explanations_overdue"]:
             overdue_parts.append(f"{p['explanations_overdue']} explanation(s)")
         if p["overdue"] and not overdue_parts:

@@ -17,6 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import ErrorCode
 from planloop.integration.sealing import SealingKeyError
+from planloop.logging import get_logger
+
+log = get_logger(__name__)
 
 E = ErrorCode
 
@@ -138,9 +141,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(SealingKeyError)
-    async def _sealing_key(_: Request, exc: SealingKeyError) -> JSONResponse:
-        body = {"code": SECRETS_KEY_UNUSABLE, "message": f"{exc} (PLANLOOP_SECRETS_KEY_FILE)"}
-        return JSONResponse(body, status_code=503)
+    async def _sealing_key(request: Request, exc: SealingKeyError) -> JSONResponse:
+        # The details name the server's files: for its operator (the log), not for the caller.
+        log.error("shared secret unusable", path=request.url.path, error=str(exc))
+        message = (
+            "the server cannot open the shared secret this request needs; its operator will find why in "
+            "the API's log (PLANLOOP_SECRETS_KEY_FILE)"
+        )
+        return JSONResponse({"code": SECRETS_KEY_UNUSABLE, "message": message}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

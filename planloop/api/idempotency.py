@@ -22,8 +22,9 @@ import asyncpg
 from fastapi import Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from planloop.integration.sealing import Sealer
+from planloop.integration.sealing import Sealer, answer_context
 
 from .auth import Principal
 from .errors import IDEMPOTENCY_KEY_IN_PROGRESS, IDEMPOTENCY_KEY_REUSED, INVALID_REQUEST, ApiError
@@ -71,6 +72,13 @@ def fingerprint(method: str, path: str, body: Any) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+def without_secret(body: BaseModel, sealer: Sealer) -> BaseModel:
+    """``body`` with its ``secret`` replaced by a keyed HMAC, for the fingerprint: the stored fingerprint of
+    a request that carried a secret must not let anyone test guesses of it."""
+    secret = getattr(body, "secret", None)
+    return body.model_copy(update={"secret": sealer.digest(secret)}) if secret else body
+
+
 def request_id(principal: Principal, key: str | None) -> str:
     """The request id a command carries to its workflow; keys are per principal, so it names both."""
     return f"{principal.principal_id}:{key}" if key else f"api:{uuid.uuid4()}"
@@ -116,7 +124,7 @@ class Idempotency:
                 )
             if row["status_code"] is not None:
                 return _response(
-                    self._opened(row["response"]),
+                    self._opened(row["response"], answer_context(pid, key)),
                     row["status_code"],
                     {REPLAYED_HEADER: "true"},
                 )
@@ -145,19 +153,20 @@ class Idempotency:
             raise
         encoded = jsonable_encoder(body)
         if key is not None:
-            stored = json.dumps(self._sealed(encoded))
+            stored = json.dumps(self._sealed(encoded, answer_context(principal.principal_id, key)))
             await self.pool.execute(_STORE, principal.principal_id, key, status, stored)
         return _response(encoded, status)
 
-    def _sealed(self, answer: Any) -> Any:
+    def _sealed(self, answer: Any, context: str) -> Any:
         if isinstance(answer, dict) and isinstance(answer.get("secret"), str):
-            return {**answer, "secret": self.sealer.seal(answer["secret"])}
+            return {**answer, "secret": self.sealer.seal(answer["secret"], context)}
         return answer
 
-    def _opened(self, stored: Any) -> Any:
+    def _opened(self, stored: Any, context: str) -> Any:
+        # Sealed for this principal's key only: a sealed secret copied here from elsewhere does not open.
         answer = json.loads(stored) if isinstance(stored, str) else stored
         if isinstance(answer, dict) and isinstance(answer.get("secret"), str):
-            return {**answer, "secret": self.sealer.open(answer["secret"])}
+            return {**answer, "secret": self.sealer.open(answer["secret"], context)}
         return answer
 
     async def _release(self, principal: Principal, key: str | None) -> None:

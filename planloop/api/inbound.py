@@ -27,6 +27,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from planloop.integration.sealing import source_context
 from planloop.integration.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -37,7 +38,7 @@ from planloop.integration.webhooks import (
 from .actuals import ImportReport, parse_json, run_import, storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAUTHENTICATED, ApiError
-from .idempotency import HEADER, Answer, IdempotencyKey, once
+from .idempotency import HEADER, Answer, IdempotencyKey, once, without_secret
 
 router = APIRouter(tags=["inbound webhooks"])
 
@@ -125,7 +126,8 @@ async def register_source(
 
     async def act(_: str) -> Answer:
         secret = body.secret or secrets.token_urlsafe(32)
-        sealed = request.app.state.sealer.seal(secret)  # first: a key that fails changes nothing
+        # Sealed first: a key that fails changes nothing.
+        sealed = request.app.state.sealer.seal(secret, source_context(body.source))
         pool = request.app.state.store.pool
         await pool.execute(_FORGET_SECRETS, body.source)  # the old secret stops working now
         row = await pool.fetchrow(
@@ -139,7 +141,10 @@ async def register_source(
         registered = RegisteredSource(**dict(row), secret=secret, url=f"/inbound/{body.source}/actuals")
         return 201, registered.model_dump(mode="json")
 
-    return await once(request, principal, idempotency_key, act, body)
+    # The fingerprint covers the secret only as a keyed HMAC: a stored one lets nobody test guesses.
+    return await once(
+        request, principal, idempotency_key, act, without_secret(body, request.app.state.sealer)
+    )
 
 
 @router.get("/inbound/sources", response_model=list[SourceView], responses=ERROR_RESPONSES)
@@ -215,7 +220,8 @@ async def inbound_actuals(
     registered = await _source(pool, source)
     raw = await request.body()
     try:
-        verify_signature(request.app.state.sealer.open(registered["secret"]), timestamp, raw, signature)
+        secret = request.app.state.sealer.open(registered["secret"], source_context(source))
+        verify_signature(secret, timestamp, raw, signature)
     except SignatureError as err:
         raise _refused(err.reason) from None
     try:

@@ -33,24 +33,31 @@ class _Server(uvicorn.Server):
 
 
 def reserve_api_port(settings: Settings) -> socket.socket:
-    """Bind the API's port now and hold it until the server listens on it (PortInUseError naming the
-    setting when it is taken).
+    """Take the API's port now, listening, and hold it until the server accepts on it: PortInUseError
+    (naming the setting) when it is taken, a PlanloopError naming PLANLOOP_API_HOST when the address is
+    not this machine's.
 
-    Checking the port and binding it later would leave a gap in which the kernel may give the port to an
+    Checking the port and taking it later would leave a gap in which the kernel may give the port to an
     outgoing connection (this program's own, to PostgreSQL or Temporal, when the port lies in the
-    ephemeral range): the API would then fail after everything else had started. A bound port is never
-    handed to a connection.
+    ephemeral range), or another planloop may take it: the API would then fail after everything else had
+    started. A listening port is held against both; a client that connects before the API serves waits
+    in the queue instead of being refused.
     """
-    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    host, port = settings.api_host, settings.api_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     # As uvicorn binds: a connection of an earlier run still closing (TIME_WAIT) does not hold the port.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((settings.api_host, settings.api_port))
-    except OSError:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
         sock.close()
-        raise PortInUseError(
-            "the HTTP API", settings.api_host, settings.api_port, "PLANLOOP_API_PORT"
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError("the HTTP API", host, port, "PLANLOOP_API_PORT") from None
+        raise PlanloopError(
+            f"cannot listen on {host} port {port} for the HTTP API ({exc.strerror or exc}); set "
+            "PLANLOOP_API_HOST to an address of this machine (127.0.0.1, or 0.0.0.0 for every interface)"
         ) from None
     return sock
 
@@ -66,8 +73,8 @@ async def serve_api(
     """Serve the API on settings.api_host:api_port, with its background work, until ``stop`` is set.
 
     ``sock`` is the port reserved by reserve_api_port (reserved here when not given); it is closed when
-    the server stops. ``ready`` is set once it accepts connections. Should it stop by itself (it could
-    not listen on its port, its background work could not start), a PlanloopError says so.
+    the server stops. ``ready`` is set once it accepts connections. Should it stop by itself (its
+    background work could not start), a PlanloopError says so.
     """
     sock = sock if sock is not None else reserve_api_port(settings)
     with sock:
@@ -90,7 +97,7 @@ async def _serve_on(
     # The app's lifespan runs here rather than inside uvicorn, so a failure to start it is an exception
     # of its own (uvicorn would turn it into sys.exit).
     async with app.router.lifespan_context(app):
-        serving = asyncio.create_task(_serve(server, sock, settings), name="api")
+        serving = asyncio.create_task(server.serve(sockets=[sock]), name="api")
         stopping = asyncio.create_task(stop.wait())
         while not server.started and not serving.done() and not stop.is_set():
             await asyncio.sleep(0.02)
@@ -104,18 +111,6 @@ async def _serve_on(
         await serving
     if not stop.is_set():
         raise PlanloopError(f"the HTTP API at {api_url(settings)} stopped unexpectedly; see the log above")
-
-
-async def _serve(server: uvicorn.Server, sock: socket.socket, settings: Settings) -> None:
-    try:
-        await server.serve(sockets=[sock])
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        # Another program listens on the port: it bound it with SO_REUSEADDR too, before we listened.
-        raise PortInUseError(
-            "the HTTP API", settings.api_host, settings.api_port, "PLANLOOP_API_PORT"
-        ) from None
 
 
 def api_url(settings: Settings) -> str:

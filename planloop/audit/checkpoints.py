@@ -384,8 +384,17 @@ class Checkpoints:
         """The private key, generated on first use: only publishing asks for it. Read again when the file
         was replaced, so a rotated key signs from the next checkpoint on without a restart."""
         identity = self._key_file_identity()  # before reading: a file replaced meanwhile is read again
-        if self._key is None or identity != self._loaded_from:
+        if self._key is None:
             self._key = keys.load_or_create_signing_key(self.key_file)
+            self._loaded_from = identity
+        elif identity is None:
+            # Gone after it was read: a new key would sign what nothing trusts, so none is made here.
+            raise keys.SigningKeyError(
+                f"the checkpoint signing key {self.key_file} was removed while the API ran; restore it (a "
+                "new key is made only on first use; to replace the key, run `planloop audit rotate-key`)"
+            )
+        elif identity != self._loaded_from:
+            self._key = keys.load_signing_key(self.key_file) or self._key
             self._loaded_from = identity
         return self._key
 
@@ -404,7 +413,7 @@ class Checkpoints:
     def existing_public_key(self) -> Ed25519PublicKey | None:
         """The signing key's public half, or None while no key exists (reading never creates one)."""
         identity = self._key_file_identity()
-        if self._key is None or identity != self._loaded_from:
+        if identity is not None and (self._key is None or identity != self._loaded_from):
             self._key = keys.load_signing_key(self.key_file)
             self._loaded_from = identity
         return self._key.public_key() if self._key is not None else None
@@ -412,8 +421,10 @@ class Checkpoints:
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
         """The keys a stored checkpoint may be signed by, by fingerprint: the signing key and the earlier
         ones in ``<key file>.trusted``. Never a key from the database, whose administrator could add one."""
-        found = {keys.fingerprint(k): k for k in keys.load_trusted_keys(keys.trusted_file(self.key_file))}
+        # The key first, then the list: a rotation writes them in the other order (the old key listed before
+        # the new takes its place), so a rotation between the two reads never leaves the old key untrusted.
         own = self.existing_public_key()
+        found = {keys.fingerprint(k): k for k in keys.load_trusted_keys(keys.trusted_file(self.key_file))}
         if own is not None:
             found[keys.fingerprint(own)] = own
         return found

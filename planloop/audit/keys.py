@@ -172,7 +172,10 @@ def rotate_signing_key(path: Path) -> Rotation:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise SigningKeyError(f"cannot rotate the signing key {path} ({exc.strerror})") from None
+        raise SigningKeyError(
+            f"cannot rotate the signing key {path} ({exc.strerror}); run it as the API's user, on the "
+            "host where the key lives (PLANLOOP_AUDIT_KEY_FILE)"
+        ) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = load_signing_key(path)
@@ -182,6 +185,8 @@ def rotate_signing_key(path: Path) -> Rotation:
                 "one (or check PLANLOOP_AUDIT_KEY_FILE and PLANLOOP_DATA_DIR)"
             )
         retired = old.public_key()
+        st = path.stat()
+        owner = (st.st_uid, st.st_gid)  # the API's user, also when root rotates
         listed = {fingerprint(k) for k in load_trusted_keys(trusted)}  # refuses a damaged file first
         new = Ed25519PrivateKey.generate()
         pem = new.private_bytes(
@@ -192,11 +197,12 @@ def rotate_signing_key(path: Path) -> Rotation:
                 text = trusted.read_text(encoding="ascii") if trusted.exists() else ""
                 if text and not text.endswith("\n"):
                     text += "\n"
-                replace_atomically(trusted, (text + public_pem(retired)).encode("ascii"), 0o644)
-            replace_atomically(path, pem, 0o600)
+                replace_atomically(trusted, (text + public_pem(retired)).encode("ascii"), 0o644, owner)
+            replace_atomically(path, pem, 0o600, owner)
         except OSError as exc:
             raise SigningKeyError(
-                f"cannot rotate the signing key {path} ({exc.strerror}); make its folder writable"
+                f"cannot rotate the signing key {path} ({exc.strerror}); run it as the key's owner (or "
+                "root), with the key's folder writable"
             ) from None
         return Rotation(retired=fingerprint(retired), signing=fingerprint(new.public_key()))
     finally:

@@ -1,127 +1,238 @@
 """Shared secrets sealed at rest: the webhook subscriptions' and the inbound sources' HMAC secrets.
 
 Those secrets must stay readable (the sender signs with them, the API checks signatures with them), so they
-cannot be hashed like API tokens. They are stored sealed instead: encrypted and authenticated (Fernet:
-AES-128-CBC and HMAC-SHA256) under a key kept in a file on the API's host, like the checkpoint signing key,
-not in the database. Whoever reads the database, or a backup of it, learns no secret and cannot forge an
-inbound webhook.
+cannot be hashed like API tokens. They are stored sealed instead: encrypted and authenticated with AES-256-GCM
+under a key kept in a file on the API hosts, like the checkpoint signing key, not in the database. Whoever
+reads the database, or a backup of it, learns no secret and cannot forge an inbound webhook.
 
-A sealed value reads ``sealed:v1:<token>``. A value without the prefix is one stored before sealing was
-built: it is used as it is, and sealed when the API next starts (``seal_stored_secrets``).
+Each sealed value is bound to the row it belongs to (the GCM tag covers a context such as
+``inbound_sources:erp``): one copied to another row, or into a stored Idempotency-Key answer that the API
+would replay, does not open. A secret in plain text is refused, except once: the secrets an earlier planloop
+stored in plain text are sealed at the first start of an API with sealing (``prepare``), and the marker
+file ``<key file>.plain-sealed`` says that was done, so plain text planted later is never adopted.
+
+The database records a keyed check value of the key (table sealing_key): an API host whose key file is not
+the one the database's secrets are sealed under refuses to start, instead of sealing what the others cannot
+open. Requests are fingerprinted (Idempotency-Key) with the secret replaced by ``digest``, a keyed HMAC, so
+the stored fingerprint does not let anyone test guesses of a secret.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import os
 import stat
 from pathlib import Path
 from typing import Final
 
 import asyncpg
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from planloop.errors import PlanloopError
 from planloop.private_files import create_exclusive, open_to_others
 
 PREFIX: Final = "sealed:v1:"
+MARKER_SUFFIX: Final = ".plain-sealed"
+_NONCE = 12
 
 
 class SealingKeyError(PlanloopError):
-    """The sealing key cannot be read or made, or a secret was sealed under another key."""
+    """The sealing key cannot be read, made or used, or a stored secret does not open. Its message is for
+    the operator (it names files); the API logs it and tells callers only that secrets cannot be opened."""
+
+
+def source_context(source: str) -> str:
+    return f"inbound_sources:{source}"
+
+
+def subscription_context(subscription_id: object) -> str:
+    return f"webhook_subscriptions:{subscription_id}"
+
+
+def answer_context(principal: str, key: str) -> str:
+    return f"idempotency_keys:{principal}:{key}"
 
 
 class Sealer:
-    """Seals and opens shared secrets with the key in ``key_file`` (made with mode 0600 on first use)."""
+    """Seals and opens shared secrets with the key in ``key_file``.
+
+    The key is read when first needed and again whenever the file is replaced (a restored key takes effect
+    without a restart). It is made only by ``prepare`` at the API's start (or ``make_key``), never on the
+    way, so a host that lost its file cannot quietly seal under a new key.
+    """
 
     def __init__(self, key_file: Path) -> None:
         self.key_file = key_file
-        self._fernet: Fernet | None = None
+        self._key: bytes | None = None
+        self._loaded_from: tuple[int, int] | None = None
+
+    # -- the key ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def make_key(key_file: Path) -> None:
+        """Write a new random key to ``key_file`` (mode 0600) unless one is there already."""
+        try:
+            create_exclusive(key_file, base64.urlsafe_b64encode(os.urandom(32)) + b"\n")
+        except OSError as exc:
+            raise SealingKeyError(
+                f"cannot create the key that seals shared secrets {key_file} ({exc.strerror}); make its "
+                "folder writable or point PLANLOOP_SECRETS_KEY_FILE at the key the other API hosts use"
+            ) from None
 
     @property
-    def fernet(self) -> Fernet:
-        if self._fernet is None:
-            if not self.key_file.exists():
-                try:
-                    create_exclusive(self.key_file, Fernet.generate_key() + b"\n")
-                except OSError as exc:
-                    raise SealingKeyError(
-                        f"cannot create the key that seals shared secrets {self.key_file} ({exc.strerror}); "
-                        "make its folder writable or point PLANLOOP_SECRETS_KEY_FILE at an existing key"
-                    ) from None
-            self._fernet = _load(self.key_file)
-        return self._fernet
-
-    def seal(self, secret: str) -> str:
-        return PREFIX + self.fernet.encrypt(secret.encode("utf-8")).decode("ascii")
-
-    def open(self, stored: str) -> str:
-        """The secret in ``stored``: sealed by this key, or (stored before sealing) as it is."""
-        if not is_sealed(stored):
-            return stored
+    def key(self) -> bytes:
         try:
-            return self.fernet.decrypt(stored.removeprefix(PREFIX).encode("ascii")).decode("utf-8")
-        except (InvalidToken, UnicodeError):
+            st = self.key_file.stat()
+        except FileNotFoundError:
             raise SealingKeyError(
-                f"a stored secret was sealed under another key than {self.key_file}; every API host must "
-                "use the same PLANLOOP_SECRETS_KEY_FILE (restore the key, or register the secret again)"
+                f"the key that seals shared secrets {self.key_file} does not exist; restore it (every API "
+                "host needs the same file, PLANLOOP_SECRETS_KEY_FILE)"
             ) from None
+        except OSError as exc:
+            raise SealingKeyError(
+                f"cannot read the key that seals shared secrets {self.key_file} ({exc.strerror}); make it "
+                "readable by the API's user"
+            ) from None
+        identity = (st.st_ino, st.st_mtime_ns)
+        if self._key is None or identity != self._loaded_from:
+            self._key, self._loaded_from = _load(self.key_file, st.st_mode), identity
+        return self._key
+
+    def check_value(self) -> str:
+        """A keyed value that tells keys apart without revealing them (stored in the database)."""
+        return hmac.new(self.key, b"planloop sealing key check", hashlib.sha256).hexdigest()
+
+    # -- sealing ------------------------------------------------------------------------------------------
+
+    def seal(self, secret: str, context: str) -> str:
+        """``secret`` sealed for the row named by ``context`` (e.g. ``source_context("erp")``)."""
+        nonce = os.urandom(_NONCE)
+        sealed = AESGCM(self.key).encrypt(nonce, secret.encode("utf-8"), context.encode("utf-8"))
+        return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def open(self, stored: str, context: str) -> str:
+        """The secret sealed in ``stored`` for ``context``; SealingKeyError for anything else."""
+        if not is_sealed(stored):
+            raise SealingKeyError(
+                f"the secret of {context} is stored in plain text, which is never used (secrets are sealed; "
+                "one in plain text was put there by hand or by an older planloop still running): register it "
+                "again through the API"
+            )
+        try:
+            raw = base64.urlsafe_b64decode(stored.removeprefix(PREFIX).encode("ascii"))
+            secret = AESGCM(self.key).decrypt(raw[:_NONCE], raw[_NONCE:], context.encode("utf-8"))
+            return secret.decode("utf-8")
+        except (InvalidTag, ValueError, binascii.Error, UnicodeError):
+            raise SealingKeyError(
+                f"the secret of {context} does not open under the key {self.key_file}: it was sealed under "
+                "another key, or for another row; register it again through the API"
+            ) from None
+
+    def digest(self, secret: str) -> str:
+        """A keyed HMAC of ``secret``: equal for equal secrets, useless for guessing one without the key."""
+        tag = hmac.new(self.key, b"request fingerprint\x00" + secret.encode("utf-8"), hashlib.sha256)
+        return "hmac-sha256:" + tag.hexdigest()
+
+    # -- at the API's start -------------------------------------------------------------------------------
+
+    async def prepare(self, pool: asyncpg.Pool) -> int:
+        """Make sure this host's key is the database's, making it on a first start; seal, once, the secrets
+        an earlier planloop stored in plain text. Returns how many were sealed. SealingKeyError (the API
+        does not start) when this host's key is not the one the database's secrets are sealed under."""
+        recorded = await pool.fetchval(_CHECK_VALUE)
+        if not self.key_file.exists():
+            if recorded is not None:
+                raise SealingKeyError(
+                    f"there is no key at {self.key_file}, but the database's shared secrets are sealed under "
+                    "one: copy the key file of the API host that made it here (PLANLOOP_SECRETS_KEY_FILE); a "
+                    "new key could open none of them"
+                )
+            self.make_key(self.key_file)
+        mine = self.check_value()
+        if recorded is None:
+            await pool.execute(_RECORD_CHECK_VALUE, mine)
+            recorded = await pool.fetchval(_CHECK_VALUE)  # another host may have recorded first
+        if recorded != mine:
+            raise SealingKeyError(
+                f"the key at {self.key_file} is not the one the database's shared secrets are sealed under; "
+                "every API host needs the same file (PLANLOOP_SECRETS_KEY_FILE): copy it from the host "
+                "that made it"
+            )
+        marker = self.key_file.with_name(self.key_file.name + MARKER_SUFFIX)
+        if marker.exists():
+            return 0
+        sealed = await self._seal_plain(pool)
+        try:
+            create_exclusive(marker, b"the secrets stored in plain text before sealing have been sealed\n")
+        except OSError as exc:
+            raise SealingKeyError(
+                f"cannot write {marker} ({exc.strerror}); make its folder writable"
+            ) from None
+        return sealed
+
+    async def _seal_plain(self, pool: asyncpg.Pool) -> int:
+        # Each row is sealed only if it still holds the value read: two API processes starting at once
+        # never seal one twice.
+        sealed = 0
+        for row in await pool.fetch(_PLAIN_SUBSCRIPTIONS):
+            value = self.seal(row["secret"], subscription_context(row["id"]))
+            sealed += _count(await pool.execute(_SEAL_SUBSCRIPTION, row["id"], value, row["secret"]))
+        for row in await pool.fetch(_PLAIN_SOURCES):
+            value = self.seal(row["secret"], source_context(row["source"]))
+            sealed += _count(await pool.execute(_SEAL_SOURCE, row["source"], value, row["secret"]))
+        for row in await pool.fetch(_PLAIN_ANSWERS):
+            value = self.seal(row["secret"], answer_context(row["principal"], row["key"]))
+            result = await pool.execute(_SEAL_ANSWER, row["principal"], row["key"], value, row["secret"])
+            sealed += _count(result)
+        return sealed
 
 
 def is_sealed(stored: str) -> bool:
     return stored.startswith(PREFIX)
 
 
-def _load(path: Path) -> Fernet:
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes().strip()
-    except OSError as exc:
-        raise SealingKeyError(
-            f"cannot read the key that seals shared secrets {path} ({exc.strerror})"
-        ) from None
+def _count(status: str) -> int:
+    return int(status.split()[-1])  # "UPDATE 1"
+
+
+def _load(path: Path, mode: int) -> bytes:
     if open_to_others(mode):
         raise SealingKeyError(
             f"the key that seals shared secrets {path} is readable by others (mode {stat.filemode(mode)}); "
             f"run `chmod 600 {path}`"
         )
     try:
-        return Fernet(data)
-    except ValueError:
+        key = base64.urlsafe_b64decode(path.read_bytes().strip())
+    except OSError as exc:
         raise SealingKeyError(
-            f"{path} is not a key for sealing secrets (32 url-safe base64-encoded bytes); restore it, or "
-            "remove it to have one made (secrets sealed under the old key must then be registered again)"
+            f"cannot read the key that seals shared secrets {path} ({exc.strerror}); make it readable by the "
+            "API's user"
         ) from None
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) != 32:
+        raise SealingKeyError(
+            f"{path} is not a key for sealing secrets (32 bytes, url-safe base64); restore the file the "
+            "other API hosts use"
+        )
+    return key
 
 
-# Rows stored before sealing was built. Each is sealed only if it still holds the value read, so two API
-# processes starting at once never seal one twice.
-_PLAIN = {
-    "webhook_subscriptions": "SELECT id, secret FROM webhook_subscriptions WHERE secret NOT LIKE 'sealed:%'",
-    "inbound_sources": "SELECT source AS id, secret FROM inbound_sources WHERE secret NOT LIKE 'sealed:%'",
-}
-_SEAL = {
-    "webhook_subscriptions": "UPDATE webhook_subscriptions SET secret = $2 WHERE id = $1 AND secret = $3",
-    "inbound_sources": "UPDATE inbound_sources SET secret = $2 WHERE source = $1 AND secret = $3",
-}
+_CHECK_VALUE = "SELECT check_value FROM sealing_key"
+_RECORD_CHECK_VALUE = "INSERT INTO sealing_key (check_value) VALUES ($1) ON CONFLICT DO NOTHING"
+_PLAIN_SUBSCRIPTIONS = "SELECT id, secret FROM webhook_subscriptions WHERE secret NOT LIKE 'sealed:v1:%'"
+_SEAL_SUBSCRIPTION = "UPDATE webhook_subscriptions SET secret = $2 WHERE id = $1 AND secret = $3"
+_PLAIN_SOURCES = "SELECT source, secret FROM inbound_sources WHERE secret NOT LIKE 'sealed:v1:%'"
+_SEAL_SOURCE = "UPDATE inbound_sources SET secret = $2 WHERE source = $1 AND secret = $3"
 _PLAIN_ANSWERS = """
 SELECT principal, key, response ->> 'secret' AS secret FROM idempotency_keys
- WHERE jsonb_typeof(response -> 'secret') = 'string' AND response ->> 'secret' NOT LIKE 'sealed:%'
+ WHERE jsonb_typeof(response -> 'secret') = 'string' AND response ->> 'secret' NOT LIKE 'sealed:v1:%'
 """
 _SEAL_ANSWER = """
 UPDATE idempotency_keys SET response = jsonb_set(response, '{secret}', to_jsonb($3::text))
  WHERE principal = $1 AND key = $2 AND response ->> 'secret' = $4
 """
-
-
-async def seal_stored_secrets(pool: asyncpg.Pool, sealer: Sealer) -> int:
-    """Seal every secret still stored in plain text (subscriptions, sources, the stored answers of their
-    Idempotency-Keys); return how many were sealed."""
-    sealed = 0
-    for table, select in _PLAIN.items():
-        for row in await pool.fetch(select):
-            result = await pool.execute(_SEAL[table], row["id"], sealer.seal(row["secret"]), row["secret"])
-            sealed += int(result.split()[-1])
-    for row in await pool.fetch(_PLAIN_ANSWERS):
-        secret = row["secret"]
-        result = await pool.execute(_SEAL_ANSWER, row["principal"], row["key"], sealer.seal(secret), secret)
-        sealed += int(result.split()[-1])
-    return sealed

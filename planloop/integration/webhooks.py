@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from eventstore import RecordedEvent
 from planloop.integration.feed import feed_event
-from planloop.integration.sealing import Sealer, SealingKeyError
+from planloop.integration.sealing import Sealer, SealingKeyError, subscription_context
 from planloop.readmodels.projector import Projection
 
 log = structlog.stdlib.get_logger("planloop.webhooks")
@@ -107,8 +107,9 @@ async def create_subscription(
         httpx.URL(url)
     except httpx.InvalidURL as err:
         raise ValueError(f"webhook url {url!r} is not a valid URL ({err}); correct it") from None
-    secret = secret or secrets.token_urlsafe(32)
-    row = await pool.fetchrow(INSERT_SUBSCRIPTION, uuid.uuid4(), url, sealer.seal(secret), event_types)
+    secret, subscription_id = secret or secrets.token_urlsafe(32), uuid.uuid4()
+    sealed = sealer.seal(secret, subscription_context(subscription_id))
+    row = await pool.fetchrow(INSERT_SUBSCRIPTION, subscription_id, url, sealed, event_types)
     return WebhookSubscription.model_validate({**dict(row), "secret": secret})
 
 
@@ -314,7 +315,14 @@ UPDATE webhook_deliveries d
    SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
   FROM due, webhook_subscriptions s
  WHERE d.id = due.id AND s.id = d.subscription_id
-RETURNING d.id, d.event_id, d.body, d.attempts, s.url, s.secret
+RETURNING d.id, d.event_id, d.body, d.attempts, s.id AS subscription_id, s.url, s.secret
+"""
+# A delivery that could not be signed (the secrets key is unusable: planloop's fault, not the receiver's)
+# goes back to waiting without counting the attempt, so it is never given up for it.
+UNCLAIM: Final = """
+UPDATE webhook_deliveries
+   SET attempts = attempts - 1, next_attempt_at = now() + make_interval(secs => $2), last_error = $3
+ WHERE id = $1
 """
 MARK_DELIVERED: Final = """
 UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), last_error = NULL WHERE id = $1
@@ -335,8 +343,9 @@ class Delivery(BaseModel):
     event_id: uuid.UUID
     body: str
     attempts: int
+    subscription_id: uuid.UUID
     url: str
-    secret: str
+    secret: str  # sealed
 
 
 def sign(secret: str, timestamp: int | str, body: bytes | str) -> str:
@@ -401,9 +410,12 @@ class WebhookSender:
             log.warning("webhook target refused", delivery=str(delivery.id), reason=check.refusal)
             return
         try:
-            secret = self.sealer.open(delivery.secret)
-        except SealingKeyError as exc:  # the key may be restored: retried with backoff, as any failure
-            secret, check = "", TargetCheck(error=f"cannot sign: {exc}")
+            secret = self.sealer.open(delivery.secret, subscription_context(delivery.subscription_id))
+        except SealingKeyError as exc:
+            log.error("webhook delivery cannot be signed", delivery=str(delivery.id), error=str(exc))
+            reason = "cannot sign: the server cannot open the subscription's secret (see the API's log)"
+            await self.pool.execute(UNCLAIM, delivery.id, self.backoff(delivery.attempts), reason)
+            return
         error = check.error or await self._post(delivery, check.address, secret)
         if error is None:
             await self._mark_delivered(delivery)

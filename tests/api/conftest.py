@@ -155,9 +155,9 @@ async def live_api(
         webhook_private_targets=True,
         data_dir=tmp_path,
     )
-    sock = reserve_api_port(settings)  # as `planloop up` does, before the worker connects out
     stop = asyncio.Event()
     async with make_worker(dev_server_env.client, store, task_queue):
+        sock = reserve_api_port(settings)  # serve_api owns (and closes) it from here on
         serving = asyncio.create_task(serve_api(settings, store, dev_server_env.client, stop, sock=sock))
         url = f"http://{settings.api_host}:{settings.api_port}"
         async with httpx.AsyncClient(base_url=url) as probe:

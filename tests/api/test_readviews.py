@@ -15,6 +15,7 @@ from tests.api import executing
 from tests.api.conftest import MakeToken, poll
 from tests.api.test_cli_reads import cli
 from tests.api.test_plans import draft
+from tests.workflows import scenario
 
 
 async def test_a_submitted_plan_waits_in_its_approvers_inboxes_until_they_decide(
@@ -139,14 +140,19 @@ async def test_plans_with_actuals_overdue_are_listed_by_the_overdue_filter(
             http, admin, dev_server_env.client, ["C1", "C2"], 2, execution_start=start
         )
         plans = f"/cycles/{cycle}/plans"
+        # Overdue: each month whose close (the 5th of the next month) has passed; the month before last's
+        # always has, last month's from the 5th of this one.
+        calendar = scenario.calendar(cycle, now).model_copy(update={"execution_start": start})
+        closed = [m for m in months if calendar.close_at(m) <= now]
+        assert closed and closed == list(months[: len(closed)])
         both = await poll(http, plans, admin, lambda page: page["total"] == 2, params={"overdue": "true"})
         assert {p["unit_id"]: p["actuals_overdue_months"] for p in both["plans"]} == {
-            "C1": list(months[:2]),
-            "C2": list(months[:2]),
+            "C1": closed,
+            "C2": closed,
         }
         # C2 posts everything it owes: it leaves the overdue list, C1 stays.
         erp = await make_token("erp", Role.INTEGRATION)
-        for row in executing.rows(["C2"], months[:2], 2):
+        for row in executing.rows(["C2"], tuple(closed), 2):
             body = {k: v for k, v in row.items() if k != "unit" and v}
             answer = await http.post(f"{plans}/C2/commands/RecordActual", json=body, headers=erp)
             assert answer.status_code == 200, answer.text
@@ -161,4 +167,4 @@ async def test_plans_with_actuals_overdue_are_listed_by_the_overdue_filter(
     env = {"PLANLOOP_API_URL": live_api, "PLANLOOP_TOKEN": admin["Authorization"].removeprefix("Bearer ")}
     table = await cli("plan", "list", cycle, "--overdue", env=env)
     assert table.exit_code == 0, table.output
-    assert f"actuals of {months[0]}, {months[1]}" in table.stdout and "C2" not in table.stdout
+    assert f"actuals of {', '.join(closed)}" in table.stdout and "1 of 1 plan(s)" in table.stdout

@@ -71,13 +71,14 @@ def test_public_addresses_and_names_pass_the_url_check(url: str) -> None:
 
 
 async def test_the_subscription_is_refused_unless_the_setting_allows_it(
-    store: EventStore, dev_server_env: WorkflowEnvironment, database_url: str
+    store: EventStore, dev_server_env: WorkflowEnvironment, database_url: str, tmp_path: Path
 ) -> None:
     token, _ = await create_token(store.pool, "crm", [Role.INTEGRATION])
     headers = {"Authorization": f"Bearer {token}"}
     for allowed in (False, True):
-        settings = Settings(database_url=database_url, webhook_private_targets=allowed)
+        settings = Settings(database_url=database_url, webhook_private_targets=allowed, data_dir=tmp_path)
         app = create_app(settings, store=store, client=dev_server_env.client)
+        await app.state.sealer.prepare(store.pool)  # as the app's start does (its lifespan is not run here)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app), base_url="http://planloop.test"
         ) as http:

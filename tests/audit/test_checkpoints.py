@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import os
 import stat
 import uuid
 from pathlib import Path
@@ -357,3 +358,28 @@ def test_rotations_at_once_each_list_the_key_they_retire(key_file: Path) -> None
     assert {r.signing for r in rotations} - set(retired) == {
         keys.fingerprint(keys._load(key_file).public_key())
     }
+
+
+async def test_a_key_removed_while_the_api_runs_is_not_replaced_by_a_new_one(
+    store: EventStore, checkpoints: Checkpoints, key_file: Path
+) -> None:
+    first = await first_checkpoint(store, checkpoints)
+    key_file.unlink()
+    await append(store, PLAN, 2)
+    with pytest.raises(SigningKeyError, match="was removed while the API ran; restore it"):
+        await checkpoints.publish()
+    assert not key_file.exists()
+    assert checkpoints.existing_public_key() is not None  # reads still know the key that signed
+    latest = await checkpoints.latest()
+    assert latest is not None and latest.digest == first.digest  # nothing was signed
+
+
+def test_rotate_key_keeps_the_files_the_api_users_when_root_rotates(key_file: Path) -> None:
+    load_or_create_signing_key(key_file)
+    if os.getuid() == 0:  # root (as CI runs) hands the key to another user, as a service account holds it
+        os.chown(key_file, 4321, 4321)
+    owner = (key_file.stat().st_uid, key_file.stat().st_gid)
+    keys.rotate_signing_key(key_file)
+    for path in (key_file, keys.trusted_file(key_file)):
+        assert (path.stat().st_uid, path.stat().st_gid) == owner, path
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
