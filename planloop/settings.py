@@ -99,8 +99,8 @@ class Settings(BaseSettings):
     secrets_key_file: Path | None = Field(
         default=None,
         description="File of the key that seals the webhook subscriptions' and inbound sources' shared "
-        "secrets in the database; generated (mode 0600) at the API's first start; every API host needs the same file. "
-        "Unset: secrets-key in the data folder.",
+        "secrets in the database; generated (mode 0600) at the API's first start; every API host needs "
+        "the same file. Unset: secrets-key in the data folder.",
     )
     audit_checkpoint_interval: float = Field(
         default=300.0,
