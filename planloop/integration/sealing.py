@@ -147,9 +147,9 @@ class Sealer:
         if not self.key_file.exists():
             if recorded is not None:
                 raise SealingKeyError(
-                    f"there is no key at {self.key_file}, but the database's shared secrets are sealed under "
-                    "one: copy the key file of the API host that made it here (PLANLOOP_SECRETS_KEY_FILE); a "
-                    "new key could open none of them"
+                    f"there is no key at {self.key_file}, but another API host set this database up with "
+                    "one: copy the key file of the API host that made it here (PLANLOOP_SECRETS_KEY_FILE); "
+                    "a key of this host's own could not open the secrets the others seal"
                 )
             self.make_key(self.key_file)
         mine = self.check_value()

@@ -210,7 +210,13 @@ def check_external_servers_mode(state: dict, env: dict[str, str], tmp_path: Path
     assert worker.terminate() == 0, worker.output()
 
     other = tmp_path / "scaled-out"
-    up = Up(other, {**external, "PLANLOOP_API_PORT": str(free_ports(1)[0])}, tmp_path / "scaled-out-logs")
+    api = {"PLANLOOP_API_PORT": str(free_ports(1)[0])}
+    # Another API host needs the first one's secrets key: without it, it refuses to start.
+    refused = Up(other, {**external, **api}, tmp_path / "scaled-out-logs")
+    assert refused.proc.wait(timeout=60) == 1
+    assert "copy the key file of the API host that made it" in refused.output(), refused.output()
+    shared_key = {"PLANLOOP_SECRETS_KEY_FILE": str(Path(state["data_dir"]) / "secrets-key")}
+    up = Up(other, {**external, **api, **shared_key}, tmp_path / "scaled-out-logs")
     try:
         report = up.wait_ready()
         assert report["postgres"]["embedded"] is False and report["temporal"]["embedded"] is False
