@@ -483,8 +483,9 @@ class Checkpoints:
 
         No record means a first publish with this key (or a record removed on purpose): the latest checkpoint
         is then only checked under the trusted keys. The one disagreement accepted is the direct successor of
-        the recorded checkpoint, signed by this publisher's key and naming it as previous: a publish whose
-        database commit succeeded and whose record was not written (a crash in between).
+        the recorded checkpoint, signed by this publisher's key (or an earlier one of its, listed as trusted)
+        and naming it as previous: a publish whose database commit succeeded and whose record was not written
+        (a crash in between).
         """
         if record is None:
             return None
@@ -510,15 +511,16 @@ class Checkpoints:
                 f"the database's checkpoint {latest.sequence} has digest {latest.digest[:16]}…, but "
                 f"{signed}: it was replaced{fix}"
             )
-        own = self.existing_public_key()
+        # Signed by this publisher's key, or by its key before a rotation (`<key file>.trusted`): a crash
+        # between the commit and the record, then a rotation, must not look like tampering.
+        signer = self.trusted_keys().get(latest.key_id)
         if (
             latest.sequence == record.sequence + 1
             and latest.body["previous"] == record.digest
-            and own is not None
-            and latest.key_id == keys.fingerprint(own)
+            and signer is not None
         ):
             with contextlib.suppress(CheckpointError):
-                latest.verify(own)
+                latest.verify(signer)
                 return None
         return (
             f"the database's latest checkpoint is {latest.sequence} (signed by key {latest.key_id}), but "

@@ -367,6 +367,24 @@ async def test_a_publish_whose_record_was_not_written_is_accepted_as_its_success
         await scene.checkpoints.publish()
 
 
+async def test_a_publish_whose_record_was_not_written_then_a_rotation_is_still_its_successor(
+    scene: Scene,
+) -> None:
+    """The crash above, then `planloop audit rotate-key` before the next publish: the successor is signed by
+    the retired key, which is listed as trusted, so it is accepted; the next checkpoint is the new key's."""
+    record = record_of(scene)
+    behind = record.read_bytes()
+    await append(scene.store, PLAN, 6)
+    fourth, _ = await scene.checkpoints.publish()
+    assert fourth is not None
+    record.write_bytes(behind)  # the process died before writing the record
+    rotation = keys.rotate_signing_key(scene.checkpoints.key_file)
+    await append(scene.store, PLAN, 7)
+    fifth, new = await scene.checkpoints.publish()
+    assert new and fifth is not None and fifth.body["previous"] == fourth.digest
+    assert (fourth.key_id, fifth.key_id) == (rotation.retired, rotation.signing)
+
+
 async def test_a_tampered_checkpoint_row_is_reported_not_raised(scene: Scene) -> None:
     """A stored document that is not a checkpoint any more, and a checkpoint row gone while its heads stay:
     the consistency report and the publisher name them instead of failing with an exception."""
