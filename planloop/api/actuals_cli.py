@@ -18,10 +18,10 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from planloop.errors import PlanloopError
+from planloop.progress import progress_bar
 
 from .cli_client import ApiUrlOption, JsonOption, TokenOption, api_client, err, out, user_errors
 
@@ -125,14 +125,7 @@ def import_actuals(
     ]
     with (
         api_client(api_url, token) as client,
-        Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=as_json,
-        ) as progress,
+        progress_bar(err, hidden=as_json) as progress,
     ):
         task = progress.add_task(f"importing {file.name}", total=sum(len(c) for _, c in chunks))
         with ThreadPoolExecutor(PARALLEL_PLANS) as pool:

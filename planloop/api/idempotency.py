@@ -192,8 +192,11 @@ async def once(
 ) -> Response:
     """The write of ``request`` answered once per Idempotency-Key: ``act(request_id)`` runs for the first
     request with the key, and a repeat of that request gets the same answer (a repeated DELETE its 204,
-    not a 404). ``body`` is the request as understood (what the key's fingerprint covers); ``path`` names
-    the write when two routes are one (a cycle opened from JSON or from a file)."""
+    not a 404). ``body`` is the request as understood (what the key's fingerprint covers, a ``secret`` in
+    it only as a keyed HMAC); ``path`` names the write when two routes are one (a cycle opened from JSON
+    or from a file)."""
     method, path = request.method, path or request.url.path
     idempotency: Idempotency = request.app.state.idempotency
+    if isinstance(body, BaseModel):
+        body = without_secret(body, idempotency.sealer)
     return await idempotency.run(principal, key, method, path, fingerprint(method, path, body), act)

@@ -38,7 +38,7 @@ from planloop.integration.webhooks import (
 from .actuals import ImportReport, parse_json, run_import, storable
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, UNAUTHENTICATED, ApiError
-from .idempotency import HEADER, Answer, IdempotencyKey, once, without_secret
+from .idempotency import HEADER, Answer, IdempotencyKey, once
 
 router = APIRouter(tags=["inbound webhooks"])
 
@@ -141,10 +141,7 @@ async def register_source(
         registered = RegisteredSource(**dict(row), secret=secret, url=f"/inbound/{body.source}/actuals")
         return 201, registered.model_dump(mode="json")
 
-    # The fingerprint covers the secret only as a keyed HMAC: a stored one lets nobody test guesses.
-    return await once(
-        request, principal, idempotency_key, act, without_secret(body, request.app.state.sealer)
-    )
+    return await once(request, principal, idempotency_key, act, body)
 
 
 @router.get("/inbound/sources", response_model=list[SourceView], responses=ERROR_RESPONSES)

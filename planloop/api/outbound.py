@@ -29,7 +29,7 @@ from planloop.readmodels.plans import PLAN_EVENT_TYPES
 
 from .auth import Principal, Role, authenticated
 from .errors import ERROR_RESPONSES, INVALID_REQUEST, NOT_FOUND, ApiError
-from .idempotency import HEADER, Answer, IdempotencyKey, once, without_secret
+from .idempotency import HEADER, Answer, IdempotencyKey, once
 
 FEED_ROLES = frozenset({Role.INTEGRATION, Role.AUDITOR, Role.LEADERSHIP})
 WEBHOOK_ROLES = frozenset({Role.INTEGRATION})
@@ -151,10 +151,7 @@ async def subscribe(
             raise ApiError(422, INVALID_REQUEST, str(err)) from None
         return 201, CreatedSubscription.model_validate(created.model_dump()).model_dump(mode="json")
 
-    # The fingerprint covers the secret only as a keyed HMAC: a stored one lets nobody test guesses.
-    return await once(
-        request, principal, idempotency_key, act, without_secret(body, request.app.state.sealer)
-    )
+    return await once(request, principal, idempotency_key, act, body)
 
 
 @_webhooks.get("", response_model=list[SubscriptionView])

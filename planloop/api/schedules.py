@@ -369,14 +369,7 @@ async def pause_schedule(
 ) -> Response:
     """Stop the schedule's firings until it is resumed; the reason is kept as its note. A trigger still
     fires it. Roles: admin, leadership, integration."""
-    _allowed(principal, "pausing schedules")
-    return await once(
-        request,
-        principal,
-        idempotency_key,
-        lambda _: _set_paused(request, principal, schedule_id, body, paused=True),
-        body,
-    )
+    return await _pause_or_resume(request, principal, schedule_id, body, idempotency_key, paused=True)
 
 
 @router.post("/schedules/{schedule_id}/resume", response_model=ScheduleView)
@@ -389,12 +382,24 @@ async def resume_schedule(
 ) -> Response:
     """Fire on the schedule's calendar again (firings missed while paused are not made up). Roles: admin,
     leadership, integration."""
-    _allowed(principal, "resuming schedules")
+    return await _pause_or_resume(request, principal, schedule_id, body, idempotency_key, paused=False)
+
+
+async def _pause_or_resume(
+    request: Request,
+    principal: Principal,
+    schedule_id: str,
+    body: PauseRequest | None,
+    idempotency_key: str | None,
+    *,
+    paused: bool,
+) -> Response:
+    _allowed(principal, "pausing schedules" if paused else "resuming schedules")
     return await once(
         request,
         principal,
         idempotency_key,
-        lambda _: _set_paused(request, principal, schedule_id, body, paused=False),
+        lambda _: _set_paused(request, principal, schedule_id, body, paused=paused),
         body,
     )
 

@@ -12,11 +12,11 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from eventstore import EventStore
 from planloop.errors import ConfigurationError
+from planloop.progress import progress_bar
 from planloop.settings import Settings, load_settings
 
 app = typer.Typer(help="Read models: rebuild them from the event store, or see where they stand.")
@@ -86,14 +86,7 @@ def rebuild_command(
 
     async def run(store: EventStore) -> dict[str, int]:
         total = await store.pool.fetchval("SELECT count(*) FROM events")
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=as_json,
-        ) as progress:
+        with progress_bar(err, hidden=as_json) as progress:
             tasks = {name: progress.add_task(name, total=total) for name in chosen}
             return await rebuild(
                 store, names, on_batch=lambda name, read: progress.advance(tasks[name], read)
